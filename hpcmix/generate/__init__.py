@@ -1,0 +1,1 @@
+"""Event generation: processes as data, seeded Pythia chunks, and their Dask mapping."""

@@ -1,0 +1,238 @@
+"""Map generation chunks over a Dask client into the event store.
+
+Everything is validated and the store laid out before any cluster work; each
+task then generates one chunk, derives both feature sets from the same truth,
+and writes its own region. Done chunks are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import config
+from ..physics.selection import CUTFLOW_STEPS, SelectionCuts
+from ..store import EventStore, StoreLayout
+from .processes import Catalogue, load_catalogue
+from .pythia_task import ChunkSpec, check_settings, generate_chunk
+from .seeds import pythia_seeds, smearing_rng
+
+SMEARING_KEYS = ("charged_sigma_theta", "charged_sigma_e_rel", "neutral_sigma_theta", "neutral_sigma_e_rel")
+
+
+def smearing_settings(**overrides) -> dict[str, float]:
+    """Smearing widths resolved keyword-else-config, so workers need no config of their own."""
+    out = {}
+    for key in SMEARING_KEYS:
+        kind, what = key.split("_", 1)
+        pion = "charged_pion" if kind == "charged" else "neutral_pion"
+        out[key] = float(config.get(f"smearing.{pion}.{what}", overrides.get(key)))
+    return out
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """A validated request: the store layout and the chunk tasks that fill it."""
+
+    layout: StoreLayout
+    specs: tuple[ChunkSpec, ...]
+    smearing: Mapping[str, float]
+    seed: int
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.specs)
+
+
+def plan_generation(
+    *,
+    samples=("H", "A"),
+    splits: Mapping[str, int] | None = None,
+    chunk_size: int | None = None,
+    profile: str | None = None,
+    seed: int | None = None,
+    processes: Mapping[str, Any] | None = None,
+    cuts: SelectionCuts | None = None,
+    smearing: Mapping[str, float] | None = None,
+    max_tries_factor: int | None = None,
+) -> GenerationPlan:
+    """Validate a generation request (before any cluster starts) and lay out its chunks."""
+    from ..physics.features import FEATURE_NAMES
+
+    chunk_size = int(config.get("generate.chunk_size", chunk_size))
+    profile = config.get("generate.profile", profile)
+    seed = int(config.get("seed", seed))
+    splits = dict(config.get("generate.splits", splits))
+    max_tries_factor = int(config.get("generate.max_tries_factor", max_tries_factor))
+    if chunk_size <= 0:
+        raise ValueError(f"chunk size must be a positive number of events, got {chunk_size}")
+    if not splits:
+        raise ValueError("no events requested: give at least one split, e.g. train=10000")
+    for name, n in splits.items():
+        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
+            raise ValueError(f"split {name!r}: the number of events must be a positive integer, got {n!r}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"the study seed must be a non-negative integer, got {seed}")
+    if isinstance(samples, str):
+        samples = (samples,)
+    samples = tuple(samples)
+    if len(set(samples)) != len(samples) or not samples:
+        raise ValueError(f"samples must be distinct and non-empty, got {samples}")
+    catalogue: Catalogue = load_catalogue(processes)
+    procs = [catalogue.get(s) for s in samples]  # unknown process -> ValueError here
+    settings = {p.name: catalogue.pythia_settings(p, profile) for p in procs}
+    for p in procs:
+        check_settings(settings[p.name])  # names the setting Pythia rejects
+    cuts = cuts or SelectionCuts.from_config()
+    smear = smearing_settings(**(smearing or {}))
+
+    split_chunks = tuple((name, math.ceil(n / chunk_size)) for name, n in splits.items())
+    layout = StoreLayout(
+        samples=samples, chunk_size=chunk_size, split_chunks=split_chunks,
+        feature_names=tuple(FEATURE_NAMES), cutflow_steps=CUTFLOW_STEPS,
+        settings={
+            "seed": seed, "profile": profile, "processes": {p.name: p.as_dict() for p in procs},
+            "pythia_settings": {k: list(v) for k, v in settings.items()},
+            "selection": cuts.as_dict(), "smearing": smear, "max_tries_factor": max_tries_factor,
+            "pythia8mc": _pythia_version(),
+        },
+    )
+    seeds = pythia_seeds(seed, [(s, c) for s in samples for c in range(layout.n_chunks)])
+    specs = tuple(
+        ChunkSpec(sample=p.name, chunk=c, n_events=chunk_size, seed=seeds[(p.name, c)],
+                  settings=settings[p.name], resonance=p.resonance, cuts=cuts, max_tries_factor=max_tries_factor)
+        for c in range(layout.n_chunks) for p in procs
+    )
+    return GenerationPlan(layout=layout, specs=specs, smearing=smear, seed=seed)
+
+
+def _pythia_version() -> str:
+    from importlib.metadata import version
+
+    return version("pythia8mc")
+
+
+def derive_arrays(p4: np.ndarray, vertex: np.ndarray, rng: np.random.Generator,
+                  smearing: Mapping[str, float]) -> dict[str, np.ndarray]:
+    """Both feature sets from the same truth: unsmeared, and after smearing the pions."""
+    from ..physics.features import compute_features
+    from ..physics.smearing import smear_pions
+
+    smeared = smear_pions(p4, rng, **smearing)
+    return {
+        "truth_p4": p4, "truth_vertex": vertex,
+        "features": compute_features(p4, vertex),
+        "features_smeared": compute_features(smeared, vertex),
+    }
+
+
+def generation_task(store_path: str, spec: ChunkSpec, study_seed: int, smearing: Mapping[str, float]) -> dict:
+    """The Dask task: generate one chunk, derive features, write its region, mark it done."""
+    truth = generate_chunk(spec)
+    t0 = time.perf_counter()
+    arrays = derive_arrays(truth.p4, truth.vertex, smearing_rng(study_seed, spec.sample, spec.chunk), smearing)
+    EventStore(store_path).write_chunk(spec.sample, spec.chunk, arrays, {
+        "cutflow": truth.cutflow, "pythia_seed": spec.seed, "sigma_gen": truth.sigma_gen_mb,
+        "sigma_err": truth.sigma_err_mb, "seconds": truth.seconds + (time.perf_counter() - t0),
+    })
+    return {"sample": spec.sample, "chunk": spec.chunk, "cutflow": truth.cutflow,
+            "seconds": truth.seconds + (time.perf_counter() - t0)}
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """What a generation run did: per-sample cut flows and cross sections, and its speed."""
+
+    store: str
+    cutflow: Mapping[str, Mapping[str, int]]
+    cross_section_mb: Mapping[str, tuple[float, float]]
+    chunks_run: int
+    chunks_skipped: int
+    wall_seconds: float
+    task_seconds: float
+    events_tried: int = 0
+    events_selected: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def tried_per_task_second(self) -> float:
+        return self.events_tried / self.task_seconds if self.task_seconds else float("nan")
+
+    def format(self) -> str:
+        lines = [f"event store: {self.store}",
+                 f"chunks generated: {self.chunks_run}, already done: {self.chunks_skipped}"]
+        for sample, flow in self.cutflow.items():
+            tried = flow.get("tried", 0) or 1
+            lines.append(f"cut flow {sample}:")
+            lines += [f"  {step:<12} {n:>10d}  {n / tried:7.1%}" for step, n in flow.items()]
+            sig, err = self.cross_section_mb[sample]
+            lines.append(f"  cross section before selection: {sig * 1e9:.4g} +- {err * 1e9:.2g} pb")
+        if self.chunks_run:
+            lines.append(f"rate this run: {self.events_tried / self.wall_seconds:.1f} events tried/s wall, "
+                         f"{self.tried_per_task_second:.1f} events tried/s per core "
+                         f"({self.events_selected / self.wall_seconds:.1f} selected/s wall)")
+        return "\n".join(lines)
+
+
+def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwrite: bool = False,
+                   progress: bool = True) -> GenerationReport:
+    """Create (or resume) the store and generate its missing chunks on ``client``.
+
+    Without a client a ``LocalCluster`` with one single-threaded worker process
+    per core is started and closed again (Pythia holds the GIL, so processes).
+    """
+    store = EventStore.create(store_path, plan.layout, overwrite=overwrite)
+    done = {s: store.done_chunks(s, verify=True) for s in plan.layout.samples}
+    todo = [spec for spec in plan.specs if not done[spec.sample][spec.chunk]]
+    t0 = time.perf_counter()
+    results = []
+    if todo:
+        own_client = client is None
+        if own_client:
+            from ..orchestrate.local import local_client
+
+            client = local_client()
+        try:
+            results = _map_with_progress(client, store.path, todo, plan, progress)
+        finally:
+            if own_client:
+                cluster = client.cluster
+                client.close()
+                cluster.close()
+    wall = time.perf_counter() - t0
+    return GenerationReport(
+        store=store.path,
+        cutflow={s: store.cutflow(s) for s in plan.layout.samples},
+        cross_section_mb={s: store.cross_section(s) for s in plan.layout.samples},
+        chunks_run=len(results), chunks_skipped=len(plan.specs) - len(todo), wall_seconds=wall,
+        task_seconds=sum(r["seconds"] for r in results),
+        events_tried=sum(r["cutflow"]["tried"] for r in results),
+        events_selected=sum(r["cutflow"][CUTFLOW_STEPS[-1]] for r in results),
+    )
+
+
+def _map_with_progress(client, store_path, todo, plan, progress) -> list[dict]:
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    futures = client.map(generation_task, [store_path] * len(todo), todo,
+                         [plan.seed] * len(todo), [dict(plan.smearing)] * len(todo), pure=False,
+                         key=[f"generate-{s.sample}-{s.chunk}-{plan.layout.fingerprint()}" for s in todo])
+    results = []
+    bar = tqdm(total=len(todo) * plan.layout.chunk_size, unit="ev", desc="generate", disable=not progress,
+               smoothing=0.1)
+    try:
+        for fut in as_completed(futures):
+            res = fut.result()
+            results.append(res)
+            bar.update(plan.layout.chunk_size)
+    except BaseException:
+        client.cancel(futures)
+        raise
+    finally:
+        bar.close()
+    return results

@@ -1,0 +1,1 @@
+"""Vectorised physics on event arrays: selection, detector smearing, features."""

@@ -1,0 +1,34 @@
+"""The H-vs-A classifier (paper section 3.3): settings, standardisation, model, training.
+
+Importing ``hpcmix.train`` is cheap: the Keras-dependent names (``build_model``,
+``train_classifier``, ``predict``, ...) are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .metrics import roc_auc
+from .settings import ClassifierSettings
+from .standardise import Standardiser
+
+_LAZY = {
+    "build_model": "model",
+    "Classifier": "fit",
+    "TrainingResult": "fit",
+    "load_classifier": "fit",
+    "make_callbacks": "fit",
+    "predict": "fit",
+    "train_classifier": "fit",
+    "detect_device": "device",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ClassifierSettings", "Standardiser", "roc_auc", *_LAZY]

@@ -1,0 +1,393 @@
+"""Train the H-vs-A classifier from feature arrays; write and reload its artefacts.
+
+``train_classifier(x, y, feature_names=..., out_dir=...)`` takes float32
+features ``(n_events, n_features)`` and labels (0 = H, 1 = A), holds out the
+last ``validation_fraction`` of a seeded shuffle for validation, standardises
+with statistics of the training part only, trains with ReduceLROnPlateau and
+EarlyStopping (best weights restored), and writes to ``out_dir``:
+
+- ``classifier.keras``: the Keras model (softmax over H, A);
+- ``standardiser.json``: mean/std per feature and the feature names;
+- ``history.json``: loss, accuracy, validation loss/accuracy and learning rate per epoch;
+- ``metrics.json``: ROC AUC on held-out events, sizes, device, epochs, samples/s, settings.
+
+``predict(out_dir, x)`` / ``load_classifier(out_dir).predict(x)`` give the
+probability of A, in batches, from raw (unstandardised) features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from .device import Device, detect_device
+from .metrics import roc_auc
+from .model import build_model
+from .settings import ClassifierSettings
+from .standardise import CHUNK_ROWS, Standardiser
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "classifier.keras"
+STANDARDISER_FILE = "standardiser.json"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What ``train_classifier`` wrote and measured."""
+
+    out_dir: str
+    model_path: str
+    standardiser_path: str
+    history_path: str
+    metrics_path: str
+    roc_auc: float  # on x_test/y_test when given, else on the validation events
+    roc_auc_sample: str  # "test" or "validation"
+    roc_auc_validation: float
+    n_train: int
+    n_val: int
+    n_test: int
+    device: str  # "GPU:0 (<name>)" or "CPU"
+    epochs_run: int
+    best_epoch: int  # 1-based epoch whose weights were kept (lowest val_loss)
+    samples_per_second: float  # training samples per second, first epoch excluded when >1
+    train_seconds: float
+
+
+# ---------------------------------------------------------------------------
+# callbacks
+# ---------------------------------------------------------------------------
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of the training part of each epoch (validation excluded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._t0: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def _close(self) -> None:
+        if self._t0 is not None:
+            self.seconds.append(time.perf_counter() - self._t0)
+            self._t0 = None
+
+    def on_test_begin(self, logs=None):  # validation starts: the training part is over
+        self._close()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._close()
+
+
+def make_callbacks(settings: ClassifierSettings, *, verbose: int = 0) -> list[keras.callbacks.Callback]:
+    """ReduceLROnPlateau and EarlyStopping on ``val_loss`` as ``settings`` says.
+
+    The learning rate is multiplied by ``lr_factor`` after ``lr_patience``
+    epochs without validation-loss improvement (floor ``lr_min``); training
+    stops after ``early_stopping_patience`` such epochs and the weights of the
+    best epoch are restored (also when ``max_epochs`` is reached first).
+    """
+    return [
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=settings.lr_factor,
+            patience=settings.lr_patience,
+            min_lr=settings.lr_min,
+            verbose=verbose,
+        ),
+        keras.callbacks.EarlyStopping(
+            monitor="val_loss",
+            patience=settings.early_stopping_patience,
+            restore_best_weights=True,
+            verbose=verbose,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# input checks and the split
+# ---------------------------------------------------------------------------
+def _check_inputs(x, y, feature_names) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    if not hasattr(x, "shape") or len(x.shape) != 2:
+        raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
+    y = np.asarray(y).reshape(-1)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} events but y has {y.shape[0]} labels")
+    x = np.asarray(x)
+    names = tuple(str(n) for n in feature_names)
+    if len(names) != x.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} features but {len(names)} feature names were given")
+    labels = np.unique(y)
+    if not np.all(np.isin(labels, (0, 1))):
+        raise ValueError(f"labels must be 0 (H) or 1 (A), got {labels[:10]}")
+    if labels.size < 2:
+        raise ValueError("the training set must hold both H (0) and A (1) events")
+    return x, y.astype(np.int32), names
+
+
+def split_indices(n: int, validation_fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded shuffle of ``range(n)``; the last ``round(fraction * n)`` are validation."""
+    n_val = int(round(validation_fraction * n))
+    n_val = min(max(n_val, 1), n - 1)
+    if n < 2:
+        raise ValueError("need at least 2 events to split off a validation set")
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n - n_val], perm[n - n_val :]
+
+
+# ---------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------
+def train_classifier(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    feature_names: Sequence[str],
+    out_dir: str | os.PathLike,
+    settings: ClassifierSettings | None = None,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    progress: bool = True,
+) -> TrainingResult:
+    """Train the classifier on ``x`` (n_events, n_features), labels ``y`` (0 = H, 1 = A).
+
+    ``settings`` ``None`` means ``ClassifierSettings.from_config()``.  The ROC
+    AUC in ``metrics.json`` is computed on ``x_test``/``y_test`` when given
+    (held-out events never seen in training), else on the validation events
+    (held out from the gradient updates but used to pick the best epoch).
+    ``progress`` prints one line per epoch and the device line.
+    """
+    if settings is None:
+        settings = ClassifierSettings.from_config()
+    if settings.seed is None:  # a bare ClassifierSettings(): still reproducible
+        settings = settings.replace(seed=int(_config_seed()))
+    x, y, names = _check_inputs(x, y, feature_names)
+    if (x_test is None) != (y_test is None):
+        raise ValueError("give both x_test and y_test, or neither")
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+    keras.utils.set_random_seed(settings.seed)
+    device = detect_device()
+    _say(progress, f"hpcmix.train: training on {device.label} (keras backend {device.backend})")
+
+    # split, then standardise the two parts into fresh float32 arrays
+    train_idx, val_idx = split_indices(x.shape[0], settings.validation_fraction, settings.seed)
+    x_train = x[train_idx].astype(np.float32, copy=False)  # fancy indexing copies
+    y_train = y[train_idx]
+    x_val = x[val_idx].astype(np.float32, copy=False)
+    y_val = y[val_idx]
+    if not np.all(np.isfinite(x_val)):
+        raise ValueError("non-finite values in the features")
+    standardiser = Standardiser.fit(x_train, names)
+    standardiser.transform(x_train, out=x_train)
+    standardiser.transform(x_val, out=x_val)
+
+    model = build_model(len(names), settings)
+    timer = EpochTimer()
+    callbacks = make_callbacks(settings, verbose=1 if progress else 0) + [timer]
+    t0 = time.perf_counter()
+    with device.scope():
+        history = model.fit(
+            x_train,
+            y_train,
+            batch_size=settings.batch_size,
+            epochs=settings.max_epochs,
+            validation_data=(x_val, y_val),
+            shuffle=True,
+            callbacks=callbacks,
+            verbose=2 if progress else 0,
+        )
+    train_seconds = time.perf_counter() - t0
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    epochs_run = len(hist.get("loss", []))
+    val_loss = hist.get("val_loss", [])
+    best_epoch = int(np.nanargmin(val_loss)) + 1 if val_loss else epochs_run
+    epoch_seconds = timer.seconds[:epochs_run]
+    timed = epoch_seconds[1:] if len(epoch_seconds) > 1 else epoch_seconds
+    samples_per_second = float(len(y_train) * len(timed) / sum(timed)) if timed else float("nan")
+
+    with device.scope():
+        p_val = _predict_standardised(model, x_val, settings.predict_batch_size)
+    auc_val = roc_auc(y_val, p_val)
+    n_test = 0
+    if x_test is not None:
+        x_test, y_test, _ = _check_inputs(x_test, y_test, names)
+        n_test = int(len(y_test))
+        with device.scope():
+            p_test = _predict_raw(model, standardiser, x_test, settings.predict_batch_size)
+        auc, auc_sample = roc_auc(y_test, p_test), "test"
+    else:
+        auc, auc_sample = auc_val, "validation"
+    _say(
+        progress,
+        f"hpcmix.train: {epochs_run} epochs (best {best_epoch}) on {device.label}, "
+        f"{samples_per_second:,.0f} samples/s, ROC AUC {auc:.4f} ({auc_sample})",
+    )
+
+    model_path = os.path.join(out_dir, MODEL_FILE)
+    model.save(model_path)
+    standardiser_path = standardiser.save(os.path.join(out_dir, STANDARDISER_FILE))
+    history_path = _write_json(
+        os.path.join(out_dir, HISTORY_FILE),
+        {"epochs": list(range(1, epochs_run + 1)), "epoch_train_seconds": epoch_seconds, **hist},
+    )
+    result_fields = dict(
+        roc_auc=float(auc),
+        roc_auc_sample=auc_sample,
+        roc_auc_validation=float(auc_val),
+        n_train=int(len(y_train)),
+        n_val=int(len(y_val)),
+        n_test=n_test,
+        device=device.label,
+        epochs_run=epochs_run,
+        best_epoch=best_epoch,
+        samples_per_second=samples_per_second,
+        train_seconds=float(train_seconds),
+    )
+    metrics_path = _write_json(
+        os.path.join(out_dir, METRICS_FILE),
+        {
+            **result_fields,
+            "n_train_by_class": {"H": int((y_train == 0).sum()), "A": int((y_train == 1).sum())},
+            "feature_names": list(names),
+            "constant_features": list(standardiser.constant),
+            "settings": settings.to_dict(),
+            "keras_backend": device.backend,
+            "versions": _versions(),
+        },
+    )
+    return TrainingResult(
+        out_dir=out_dir,
+        model_path=model_path,
+        standardiser_path=standardiser_path,
+        history_path=history_path,
+        metrics_path=metrics_path,
+        **result_fields,
+    )
+
+
+# ---------------------------------------------------------------------------
+# prediction
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Classifier:
+    """A trained model with its standardiser: ``predict(x)`` is P(A) from raw features."""
+
+    model: keras.Model
+    standardiser: Standardiser
+    batch_size: int = 65536
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.standardiser.names
+
+    def predict(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
+        """Probability of A (float32, shape (n_events,)) for raw features ``x``."""
+        self.standardiser.check_names(feature_names)
+        if not hasattr(x, "shape") or len(x.shape) != 2:
+            raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
+        return _predict_raw(self.model, self.standardiser, x, self.batch_size)
+
+
+def load_classifier(model_dir: str | os.PathLike, *, batch_size: int | None = None) -> Classifier:
+    """Load ``classifier.keras`` and ``standardiser.json`` from ``model_dir``."""
+    model_dir = os.fspath(model_dir)
+    model = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE))
+    standardiser = Standardiser.load(os.path.join(model_dir, STANDARDISER_FILE))
+    if batch_size is None:
+        batch_size = ClassifierSettings.from_config().predict_batch_size
+    return Classifier(model=model, standardiser=standardiser, batch_size=int(batch_size))
+
+
+def predict(
+    model_dir: str | os.PathLike,
+    x: np.ndarray,
+    *,
+    feature_names: Sequence[str] | None = None,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Probability of A for raw features ``x``, from the artefacts in ``model_dir``.
+
+    Loads the model each call: to predict several arrays, keep
+    ``load_classifier(model_dir)`` and call its ``predict``.
+    """
+    return load_classifier(model_dir, batch_size=batch_size).predict(x, feature_names=feature_names)
+
+
+def _predict_standardised(model: keras.Model, z: np.ndarray, batch_size: int) -> np.ndarray:
+    out = np.empty(z.shape[0], dtype=np.float32)
+    for start in range(0, z.shape[0], batch_size):
+        chunk = z[start : start + batch_size]
+        p = model.predict_on_batch(chunk)
+        out[start : start + len(chunk)] = np.asarray(p)[:, 1]
+    return out
+
+
+def _predict_raw(model: keras.Model, standardiser: Standardiser, x, batch_size: int) -> np.ndarray:
+    """Standardise ``x`` in row blocks (bounded memory) and predict each block."""
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float32)
+    block = max(batch_size, CHUNK_ROWS)
+    for start in range(0, n, block):
+        z = standardiser.transform(np.asarray(x[start : start + block]))
+        out[start : start + len(z)] = _predict_standardised(model, z, batch_size)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+def _config_seed() -> int:
+    from .. import config
+
+    return config.get("seed")
+
+
+def _say(progress: bool, message: str) -> None:
+    log.info(message)
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _write_json(path: str, obj) -> str:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, allow_nan=True)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _versions() -> dict[str, str]:
+    v = {"keras": keras.__version__, "numpy": np.__version__}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        v["tensorflow"] = tf.__version__
+    return v
+
+
+__all__ = [
+    "Classifier",
+    "Device",
+    "EpochTimer",
+    "TrainingResult",
+    "load_classifier",
+    "make_callbacks",
+    "predict",
+    "split_indices",
+    "train_classifier",
+]

@@ -1,0 +1,96 @@
+"""The classifier network of paper section 3.3, in Keras 3.
+
+Layer ordering, per hidden block: ``Dense -> BatchNormalization -> LeakyReLU
+-> Dropout``.  This is the reference code's order (``smaeland/ML-2HDM``,
+``neuralnet/nn_model.py``) and that of the batch-normalisation paper (normalise
+the pre-activation, then apply the non-linearity); dropout comes last so that
+batch normalisation sees the undropped activations of the previous block
+rather than dropout-scaled ones.  "Batch normalisation between all layers" is
+read, as in the reference, to include a BatchNormalization between the output
+Dense(2) and the softmax (``output_batch_norm``, default on).
+
+The output is a 2-way softmax (column 0: H, column 1: A) trained with sparse
+categorical cross-entropy on integer labels (0 = H, 1 = A) with Adam.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from .settings import ClassifierSettings
+
+#: name of the output layer; ``model.get_layer(OUTPUT_NAME)`` is the softmax
+OUTPUT_NAME = "probabilities"
+INPUT_NAME = "features"
+N_CLASSES = 2
+
+
+def _initializer(name: str, seed: int | None, index: int):
+    """A fresh initializer instance per layer, seeded from the study seed when given."""
+    try:
+        init = keras.initializers.get(name)
+    except ValueError as err:
+        raise ValueError(f"unknown Keras initializer {name!r}") from err
+    config = init.get_config()
+    if "seed" in config and seed is not None:
+        config["seed"] = int(seed) + 1000 * (index + 1)
+        init = init.__class__.from_config(config)
+    return init
+
+
+def _activation(settings: ClassifierSettings, index: int) -> keras.layers.Layer:
+    if settings.activation == "leaky_relu":
+        return keras.layers.LeakyReLU(
+            negative_slope=settings.leaky_relu_slope, name=f"leaky_relu_{index}"
+        )
+    return keras.layers.Activation(settings.activation, name=f"{settings.activation}_{index}")
+
+
+def build_model(n_inputs: int, settings: ClassifierSettings | None = None) -> keras.Model:
+    """The compiled classifier for ``n_inputs`` standardised features.
+
+    ``settings`` ``None`` means ``ClassifierSettings.from_config()`` (the paper's
+    network).  Layers are named ``dense_<i>``, ``batch_norm_<i>``,
+    ``leaky_relu_<i>`` and ``dropout_<i>`` (i = 0, 1, ... over the hidden
+    blocks; the output block is ``dense_out``, ``batch_norm_out`` and
+    ``probabilities``).
+    """
+    if settings is None:
+        settings = ClassifierSettings.from_config()
+    if isinstance(n_inputs, bool) or int(n_inputs) != n_inputs or n_inputs < 1:
+        raise ValueError(f"n_inputs must be a positive integer, got {n_inputs!r}")
+    n_inputs = int(n_inputs)
+    seed = settings.seed
+
+    inputs = keras.Input(shape=(n_inputs,), name=INPUT_NAME, dtype="float32")
+    h = inputs
+    for i, units in enumerate(settings.hidden_layers):
+        h = keras.layers.Dense(
+            units, kernel_initializer=_initializer(settings.initializer, seed, i), name=f"dense_{i}"
+        )(h)
+        if settings.batch_norm:
+            h = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(h)
+        h = _activation(settings, i)(h)
+        if settings.dropout > 0.0:
+            h = keras.layers.Dropout(
+                settings.dropout,
+                seed=None if seed is None else int(seed) + 7 * (i + 1),
+                name=f"dropout_{i}",
+            )(h)
+    n_hidden = len(settings.hidden_layers)
+    h = keras.layers.Dense(
+        N_CLASSES,
+        kernel_initializer=_initializer(settings.initializer, seed, n_hidden),
+        name="dense_out",
+    )(h)
+    if settings.batch_norm and settings.output_batch_norm:
+        h = keras.layers.BatchNormalization(name="batch_norm_out")(h)
+    outputs = keras.layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(h)
+
+    model = keras.Model(inputs, outputs, name="hpcmix_classifier")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model

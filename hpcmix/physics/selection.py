@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .. import config
-from .layout import E, PI0_MINUS, PI0_PLUS, PI_MINUS, PI_PLUS, PX, PY, PZ
+from .layout import PI0_MINUS, PI0_PLUS, PI_MINUS, PI_PLUS, PX, PY, PZ
 
 # Cut names in the order they are applied; the generator appends its own two.
 VISIBLE_TAU_CUTS = ("tau_pt", "tau_eta", "delta_r")
@@ -51,31 +51,40 @@ def visible_taus(p4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p4[:, PI_PLUS] + p4[:, PI0_PLUS], p4[:, PI_MINUS] + p4[:, PI0_MINUS]
 
 
-def _pt_eta_phi(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pt = np.hypot(v[:, PX], v[:, PY])
-    # eta = asinh(pz / pT); a vanishing pT maps to |eta| = inf, which fails any eta cut
-    with np.errstate(divide="ignore", invalid="ignore"):
-        eta = np.arcsinh(np.where(pt > 0, v[:, PZ] / np.where(pt > 0, pt, 1.0), np.sign(v[:, PZ]) * np.inf))
-    return pt, eta, np.arctan2(v[:, PY], v[:, PX])
+def visible_tau_cuts(px_p, py_p, pz_p, px_m, py_m, pz_m, cuts: SelectionCuts):
+    """Cumulative pass flags (pt, eta, delta R) from the visible taus' 3-momenta.
+
+    Written with elementwise operations only, so the same code serves arrays of
+    events and the generator's per-event floats (where it costs a few us).
+    """
+    pt_p = (px_p * px_p + py_p * py_p) ** 0.5
+    pt_m = (px_m * px_m + py_m * py_m) ** 0.5
+    ok_pt = (pt_p > cuts.tau_vis_pt_min) & (pt_m > cuts.tau_vis_pt_min)
+    # |eta| < eta_max  <=>  |pz| < pT sinh(eta_max): no division, pT = 0 fails
+    pz_max = np.sinh(cuts.tau_vis_abs_eta_max)
+    ok_eta = ok_pt & (abs(pz_p) < pt_p * pz_max) & (abs(pz_m) < pt_m * pz_max)
+    # eta only matters where the eta cut passed (pT > 0 there)
+    eta_p = np.arcsinh(pz_p / np.maximum(pt_p, 1e-12))
+    eta_m = np.arcsinh(pz_m / np.maximum(pt_m, 1e-12))
+    dphi = (np.arctan2(py_p, px_p) - np.arctan2(py_m, px_m) + np.pi) % (2 * np.pi) - np.pi
+    ok_dr = ok_eta & ((eta_p - eta_m) ** 2 + dphi * dphi > cuts.delta_r_min ** 2)
+    return ok_pt, ok_eta, ok_dr
 
 
 def visible_tau_cutflow(p4: np.ndarray, cuts: SelectionCuts) -> dict[str, np.ndarray]:
     """Cumulative pass masks for the cuts in ``VISIBLE_TAU_CUTS``, each of shape (n,)."""
     tp, tm = visible_taus(p4)
-    pt_p, eta_p, phi_p = _pt_eta_phi(tp)
-    pt_m, eta_m, phi_m = _pt_eta_phi(tm)
-    dphi = np.angle(np.exp(1j * (phi_p - phi_m)))
-    delta_r = np.hypot(eta_p - eta_m, dphi)
-    ok_pt = (pt_p > cuts.tau_vis_pt_min) & (pt_m > cuts.tau_vis_pt_min)
-    ok_eta = ok_pt & (np.abs(eta_p) < cuts.tau_vis_abs_eta_max) & (np.abs(eta_m) < cuts.tau_vis_abs_eta_max)
-    ok_dr = ok_eta & (delta_r > cuts.delta_r_min)
-    return {"tau_pt": ok_pt, "tau_eta": ok_eta, "delta_r": ok_dr}
+    flags = visible_tau_cuts(tp[:, PX], tp[:, PY], tp[:, PZ], tm[:, PX], tm[:, PY], tm[:, PZ], cuts)
+    return dict(zip(VISIBLE_TAU_CUTS, flags))
 
 
-def passes_visible_tau_cuts(p4_event: np.ndarray, cuts: SelectionCuts) -> str | None:
-    """For one event (6, 4): the name of the first visible-tau cut it fails, or None."""
-    flow = visible_tau_cutflow(p4_event[None], cuts)
-    for name in VISIBLE_TAU_CUTS:
-        if not flow[name][0]:
+def first_failed_visible_tau_cut(p4_event, cuts: SelectionCuts) -> str | None:
+    """For one event (6 x 4 floats): the name of the first visible-tau cut it fails, or None."""
+    ev = p4_event
+    flags = visible_tau_cuts(ev[PI_PLUS][PX] + ev[PI0_PLUS][PX], ev[PI_PLUS][PY] + ev[PI0_PLUS][PY],
+                             ev[PI_PLUS][PZ] + ev[PI0_PLUS][PZ], ev[PI_MINUS][PX] + ev[PI0_MINUS][PX],
+                             ev[PI_MINUS][PY] + ev[PI0_MINUS][PY], ev[PI_MINUS][PZ] + ev[PI0_MINUS][PZ], cuts)
+    for name, ok in zip(VISIBLE_TAU_CUTS, flags):
+        if not ok:
             return name
     return None

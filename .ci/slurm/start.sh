@@ -17,6 +17,8 @@
 # Environment knobs:
 #   HPCMIX_SLURM_START_TIMEOUT  seconds to wait for the node to be idle (60)
 #   HPCMIX_SLURM_DEF_MEM_PER_CPU  MB given to jobs that do not ask (256)
+#   HPCMIX_SLURM_MIN_CPUS / HPCMIX_SLURM_MIN_MEMORY_MB  declare at least this
+#       much on the node even on a smaller machine (2 / 4096)
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -99,6 +101,22 @@ case "$NODE_HW" in
 esac
 # Use our short host name (slurmd -C may print the FQDN).
 NODE_HW="NodeName=$HOST ${NODE_HW#NodeName=* }"
+# The test site runs a CPU-pool job and a GPU-pool job side by side (1 core,
+# ~1 GB each). On a smaller machine declare a bit more than there is
+# (SlurmdParameters=config_overrides lets slurmd accept that; nothing is
+# enforced without cgroups), so the tests still fit.
+MIN_CPUS="${HPCMIX_SLURM_MIN_CPUS:-2}"
+MIN_MEM_MB="${HPCMIX_SLURM_MIN_MEMORY_MB:-4096}"
+hw_cpus="$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$NODE_HW")"
+hw_mem="$(sed -n 's/.* RealMemory=\([0-9]*\).*/\1/p' <<<"$NODE_HW")"
+if [ -n "$hw_cpus" ] && [ "$hw_cpus" -lt "$MIN_CPUS" ]; then
+    log "machine has $hw_cpus CPU(s); declaring $MIN_CPUS"
+    NODE_HW="NodeName=$HOST CPUs=$MIN_CPUS RealMemory=${hw_mem:-$MIN_MEM_MB}"
+fi
+if [ -n "$hw_mem" ] && [ "$hw_mem" -lt "$MIN_MEM_MB" ]; then
+    log "machine has $hw_mem MB; declaring RealMemory=$MIN_MEM_MB"
+    NODE_HW="${NODE_HW/RealMemory=$hw_mem/RealMemory=$MIN_MEM_MB}"
+fi
 
 mkdir -p "$CONF_DIR" "$LOG_DIR" "$STATE_DIR" "$SPOOL_DIR"
 chown slurm:slurm "$LOG_DIR" "$STATE_DIR"

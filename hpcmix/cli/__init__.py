@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .generate import generate
+from .run import run
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -20,6 +21,7 @@ def cli() -> None:
 
 
 cli.add_command(generate)
+cli.add_command(run)
 
 
 def _register_optional() -> None:

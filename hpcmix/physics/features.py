@@ -21,8 +21,8 @@ What is transformed, and how:
   (mm, as measured).
 
 Degenerate input: a pion with zero momentum or a pi0 collinear with its pi
-gives a zero perpendicular vector; then phi = pi/2 and O* = 0 (finite, no
-NaN). Events whose four pions do not form a timelike total momentum raise
+(perpendicular part below 1e-12 of |p_pi0|, i.e. rounding noise) gives a zero
+p_perp; then phi = pi/2 and O* = 0 (finite, no NaN), so phi* is pi/2 or 3 pi/2. Events whose four pions do not form a timelike total momentum raise
 ``ValueError`` from the boost.
 """
 
@@ -194,8 +194,8 @@ def acoplanarity(pions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     pions = np.asarray(pions, dtype=np.float64)
     mom = pions[..., :3]
-    perp_plus = kin.unit(kin.perpendicular(mom[:, _PI0P], mom[:, _PIP]))
-    perp_minus = kin.unit(kin.perpendicular(mom[:, _PI0M], mom[:, _PIM]))
+    perp_plus = _perp_direction(mom[:, _PI0P], mom[:, _PIP])
+    perp_minus = _perp_direction(mom[:, _PI0M], mom[:, _PIM])
     angle = np.arccos(np.clip(kin.dot3(perp_plus, perp_minus), -1.0, 1.0))
     o_star = kin.dot3(kin.unit(mom[:, _PIM]), np.cross(perp_plus, perp_minus))
     phi_prime = np.where(o_star >= 0, angle, 2.0 * np.pi - angle)
@@ -204,6 +204,18 @@ def acoplanarity(pions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # float rounding of 2 pi - phi or of the mod can give exactly 2 pi: fold into [0, 2 pi)
     phi_star = np.where(phi_star >= 2.0 * np.pi, 0.0, phi_star)
     return phi_star, o_star
+
+
+# below this fraction of |p_pi0| the perpendicular component is rounding noise
+_COLLINEAR_TOLERANCE = 1e-12
+
+
+def _perp_direction(neutral: np.ndarray, charged: np.ndarray) -> np.ndarray:
+    # unit(pi0 momentum perpendicular to the pi); zero when (numerically) collinear
+    perp = kin.perpendicular(neutral, charged)
+    length = np.sqrt(kin.dot3(perp, perp))
+    collinear = length <= _COLLINEAR_TOLERANCE * np.sqrt(kin.dot3(neutral, neutral))
+    return np.where(collinear[..., None], 0.0, kin.unit(perp))
 
 
 def _upsilon(charged: np.ndarray, neutral: np.ndarray) -> np.ndarray:

@@ -318,11 +318,11 @@ class KDETemplate(Template):
         dens = _smooth(counts, self.bandwidth / dz, reflect=self.space == "reflect")
         if self.space == "logit":
             # mass beyond the clip points goes to the two end bins [0, clip] and [1 - clip, 1]
-            zc = special.logit(self.clip)
+            z_lo, z_hi = special.logit(self.clip), special.logit(1.0 - self.clip)
             cum = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]))]) * dz
             total = cum[-1]
-            below = np.interp(-zc, self.grid, cum) if self.grid[0] < -zc else 0.0
-            above = total - np.interp(zc, self.grid, cum) if self.grid[-1] > zc else 0.0
+            below = np.interp(z_lo, self.grid, cum) if self.grid[0] < z_lo else 0.0
+            above = total - np.interp(z_hi, self.grid, cum) if self.grid[-1] > z_hi else 0.0
             self.density = dens / total  # density of z, trapezoid-normalised
             self.mass_below, self.mass_above = below / total, above / total
             self.cum = cum / total
@@ -377,15 +377,24 @@ class KDETemplates(MixtureTemplates):
 
     Bandwidths (a number applies to both classes; rules are applied per class) are in the
     estimation space (logit units by default). The positivity limits use grid nodes
-    inside the range spanned by the template events: beyond it the Gaussian tails of
-    the outermost events would drive p_A/p_H to 0 or inf and pin alpha to [0, 1].
+    inside the range spanned by the template events (beyond it the Gaussian tails of
+    the outermost events drive p_A/p_H to 0 or inf). Near the ends of that range one
+    class often has no events, which pins the limits to [0, 1]; ``positivity_quantile``
+    > 0 applies the rule only between those quantiles of the template events. The fitter
+    still keeps p >= 0 at every test event (its per-event domain), whatever the limits.
     """
 
-    def __init__(self, y, is_a, *, bandwidth=None, grid_size=None, space=None, clip=None):
+    def __init__(self, y, is_a, *, bandwidth=None, grid_size=None, space=None, clip=None,
+                 positivity_quantile=None):
         y = np.asarray(y, dtype=float).ravel()
         is_a = np.asarray(is_a, dtype=bool).ravel()
         if y.shape != is_a.shape:
             raise ValueError(f"y and is_a must have one length, got {y.shape} and {is_a.shape}")
+        if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
+            raise ValueError("KDE template values must be finite and inside [0, 1] (network outputs)")
+        q = float(config.get("templates.positivity_quantile", positivity_quantile))
+        if not 0.0 <= q < 0.5:
+            raise ValueError(f"positivity_quantile must be in [0, 0.5), got {q}")
         if is_a.all() or not is_a.any():
             raise ValueError("KDE templates need labelled events of both classes (is_a True and False)")
         space = config.get("templates.space", space)
@@ -403,6 +412,10 @@ class KDETemplates(MixtureTemplates):
         self.space, self.clip, self.grid = space, clip, grid
         self.bandwidths = (h[0], h[1])
         self.data_range = (float(y.min()), float(y.max()))
+        # the positivity rule is applied between these quantiles of the template events
+        # (0: the full range they span, the paper's rule; > 0 ignores sparse outer tails)
+        self.positivity_quantile = q
+        self.positivity_range = tuple(float(v) for v in np.quantile(y, [q, 1.0 - q])) if q > 0 else self.data_range
 
     @property
     def support(self):
@@ -413,7 +426,7 @@ class KDETemplates(MixtureTemplates):
 
     @property
     def ratio_range(self):
-        za, zb = self.template_a.transform(np.asarray(self.data_range))
+        za, zb = self.template_a.transform(np.asarray(self.positivity_range))
         inside = (self.grid >= za) & (self.grid <= zb)
         p_a, p_h = self._grid_densities()
         return _ratio_range(p_a[inside], p_h[inside])

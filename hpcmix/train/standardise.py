@@ -115,13 +115,14 @@ class Standardiser:
             out = np.empty(x.shape, dtype=np.float32)
         elif out.shape != x.shape or out.dtype != np.float32:
             raise ValueError("out must be a float32 array of x's shape")
-        mean = self.mean.astype(np.float32)
-        inv_std = (1.0 / self.std).astype(np.float32)
+        inv_std = 1.0 / self.std
         for start in range(0, x.shape[0], CHUNK_ROWS):
+            # float64 arithmetic per chunk: exact shift even for features far from zero
             sl = slice(start, start + CHUNK_ROWS)
-            chunk = np.asarray(x[sl], dtype=np.float32)
-            np.subtract(chunk, mean, out=out[sl])
-            np.multiply(out[sl], inv_std, out=out[sl])
+            chunk = np.array(x[sl], dtype=np.float64)  # a copy: never modify x
+            chunk -= self.mean
+            chunk *= inv_std
+            out[sl] = chunk
         return out
 
     __call__ = transform

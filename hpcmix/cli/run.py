@@ -1,0 +1,51 @@
+"""``hpcmix run``: a whole study from a job file, on a local Dask cluster or a SLURM site."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+
+@click.command()
+@click.argument("job_file", type=click.Path(dir_okay=False))
+@click.option("-s", "--site", default=None,
+              help="Site config: a name in site_configs/ (local, slurm, ci-slurm) or a YAML path. "
+                   "[default: $HPCMIX_SITE, else local]")
+@click.option("--dry-run", is_flag=True, help="Validate the job and print the plan; start nothing.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def run(job_file, site, dry_run, progress):
+    """Run a study: generate -> train -> templates -> toys -> aggregate -> report.
+
+    Finished stages are skipped on a rerun; a changed setting redoes only the
+    stages that depend on it.
+    """
+    from ..orchestrate.cluster import load_site
+    from ..orchestrate.jobs import load_job
+    from ..orchestrate.pipeline import plan_study, run_study
+    from ..schema import ConfigError
+    from ..store import StoreMismatchError
+
+    t0 = time.perf_counter()
+    try:
+        job = load_job(job_file)
+        plan = plan_study(job)
+        site_cfg = load_site(site)
+    except (ConfigError, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(plan.describe())
+    if dry_run:
+        return
+    try:
+        outcome = run_study(job, site=site_cfg, progress=progress, echo=click.echo)
+    except StoreMismatchError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo("")
+    click.echo(outcome.table)
+    for note in outcome.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"results: {outcome.results_path}  (xarray.open_zarr(..., consolidated=False))")
+    click.echo(f"report : {outcome.plan.report} ({len(outcome.figures)} figures, table1.md)")
+    stages = ", ".join(f"{k} {v:.0f}s" for k, v in outcome.seconds.items())
+    skipped = ", ".join(f"{k} {v}" for k, v in outcome.skipped.items() if v)
+    click.echo(f"wall time {time.perf_counter() - t0:.0f}s ({stages})" + (f"; already done: {skipped}" if skipped else ""))

@@ -1,0 +1,311 @@
+"""``hpcmix run``: a study from a job file to a results table, stage by stage.
+
+generate -> train -> templates -> toys -> aggregate -> report. Every stage's
+output lives in a folder named by the hash of the settings that made it, so a
+rerun skips what is done and a changed setting redoes only what depends on it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..generate.run import plan_generation, run_generation
+from ..physics.features import network_inputs
+from . import stages
+from .jobs import Job, settings_hash
+
+SMEARED = {"none": False, "detector": True}
+
+
+@dataclass(frozen=True)
+class ToyCell:
+    method: str
+    smearing: str
+    alpha: float
+    n_events: int
+    template_dir: str
+    folder: str
+    batches: tuple[int, ...]      # toys per batch
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Where every stage writes, derived from the job alone (no cluster needed)."""
+
+    job: Job
+    generation: Any
+    events: str
+    models: dict[str, str]                         # smearing -> model folder
+    templates: dict[tuple[str, str], str]          # (method, smearing) -> folder
+    cells: tuple[ToyCell, ...]
+    results: str
+    report: str
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_toy_tasks(self) -> int:
+        return sum(len(c.batches) for c in self.cells)
+
+    def describe(self) -> str:
+        g = self.generation
+        ev = g.layout.n_events
+        lines = [f"study {self.job.name!r} from {self.job.source} -> {self.job.output}",
+                 f"  generate : {g.n_tasks} tasks, {len(g.layout.samples)} samples x {ev} selected events "
+                 f"({', '.join(f'{k} {n * g.layout.chunk_size}' for k, n in g.layout.split_chunks)}), "
+                 f"profile {g.layout.settings['profile']}",
+                 f"  train    : {len(self.models)} classifier(s) ({', '.join(self.models)}), "
+                 f"{len(self.feature_names)} inputs",
+                 f"  templates: {len(self.templates)} ({', '.join('/'.join(k) for k in self.templates)})",
+                 f"  toys     : {len(self.cells)} cells x {self.job.toys['n_toys']} toys in {self.n_toy_tasks} tasks",
+                 f"  results  : {self.results}", f"  report   : {self.report}"]
+        return "\n".join(lines)
+
+
+def plan_study(job: Job) -> StudyPlan:
+    gen = job.generate
+    generation = plan_generation(samples=job.samples, splits=dict(gen["events"]), chunk_size=gen["chunk_size"],
+                                 profile=gen["profile"], seed=job.seed, processes=job.processes,
+                                 max_tries_factor=gen["max_tries_factor"])
+    out = job.output
+    events_fp = generation.layout.fingerprint()
+    events = os.path.join(out, "events", f"{events_fp}.zarr")
+    names = network_inputs(job.features)
+    methods = job.toys["methods"]
+    models = {}
+    if "nn" in methods:
+        for sm in job.smearing:
+            h = settings_hash("model", events_fp, sm, names, dict(job.classifier), job.seed)
+            models[sm] = os.path.join(out, "models", h)
+    templates = {}
+    for method in methods:
+        for sm in job.smearing:
+            upstream = os.path.basename(models[sm]) if method == "nn" else None
+            h = settings_hash("templates", events_fp, method, sm, upstream, dict(job.templates))
+            templates[(method, sm)] = os.path.join(out, "templates", h)
+    n_toys, batch = job.toys["n_toys"], job.toys["batch_size"]
+    sizes = tuple([batch] * (n_toys // batch) + ([n_toys % batch] if n_toys % batch else []))
+    cells = []
+    for (method, sm), tdir in templates.items():
+        for alpha in job.toys["alpha"]:
+            for n in job.toys["n_events"]:
+                h = settings_hash("toys", os.path.basename(tdir), float(alpha), int(n), sizes, job.seed)
+                cells.append(ToyCell(method, sm, float(alpha), int(n), tdir, os.path.join(out, "toys", h), sizes))
+    results_hash = settings_hash("results", [c.folder for c in cells])
+    return StudyPlan(job=job, generation=generation, events=events, models=models, templates=templates,
+                     cells=tuple(cells), results=os.path.join(out, "results", f"{results_hash}.zarr"),
+                     report=os.path.join(out, "report"), feature_names=tuple(names))
+
+
+@dataclass
+class StudyOutcome:
+    plan: StudyPlan
+    results_path: str
+    table: str
+    figures: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str], None] = print,
+              pools=None) -> StudyOutcome:
+    """Run every stage that is not done yet; return the results and report locations."""
+    from ..store import EventStore
+    from .cluster import make_clusters
+
+    plan = plan_study(job)
+    # refuse a store made with other settings before any cluster starts
+    EventStore.create(plan.events, plan.generation.layout)
+    own = pools is None
+    if own:
+        pools = make_clusters(site)
+    try:
+        echo(pools.describe())
+        for p in pools.pools():
+            if p.dashboard_link:
+                echo(f"Dask dashboard ({p.name} pool): {p.dashboard_link}")
+        return _run_stages(plan, pools, progress, echo)
+    finally:
+        if own:
+            pools.close()
+
+
+def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
+    job, seconds, skipped, notes = plan.job, {}, {}, []
+
+    t0 = time.perf_counter()
+    report = run_generation(plan.generation, plan.events, client=pools.cpu.client, progress=progress)
+    seconds["generate"], skipped["generate"] = time.perf_counter() - t0, report.chunks_skipped
+    echo(report.format())
+
+    t0 = time.perf_counter()
+    todo = {sm: d for sm, d in plan.models.items() if not stages.is_done(d)}
+    skipped["train"] = len(plan.models) - len(todo)
+    if todo:
+        pool = pools.training
+        if pools.gpu is None:
+            echo("train: this site has no GPU pool; training on the CPU pool")
+        futures = {sm: pool.client.submit(stages.train_task, plan.events, job.samples, SMEARED[sm],
+                                          plan.feature_names, dict(job.classifier), job.seed, d, pure=False,
+                                          key=f"train-{os.path.basename(d)}")
+                   for sm, d in todo.items()}
+        for sm, fut in _progress(futures, "train", progress):
+            info = fut.result()
+            echo(f"train [{sm}]: ROC AUC {info['roc_auc']:.4f} on {info['n_test']} test events, "
+                 f"{info['epochs_run']} epochs, device {info['device']}, "
+                 f"SLURM job {info['worker'].get('slurm_job_id')}")
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    todo = {k: d for k, d in plan.templates.items() if not stages.is_done(d)}
+    skipped["templates"] = len(plan.templates) - len(todo)
+    futures = {k: pools.cpu.client.submit(stages.templates_task, plan.events, job.samples, SMEARED[k[1]], k[0],
+                                          plan.models.get(k[1]), dict(job.templates), d, pure=False,
+                                          key=f"templates-{os.path.basename(d)}")
+               for k, d in todo.items()}
+    for k, fut in _progress(futures, "templates", progress):
+        fut.result()
+    seconds["templates"] = time.perf_counter() - t0
+    for (method, sm), d in plan.templates.items():
+        info = stages.read_done(d)
+        if method == "phi_star":
+            echo(f"templates [phi_star/{sm}]: a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
+
+    t0 = time.perf_counter()
+    tasks, done_batches = [], 0
+    for cell in plan.cells:
+        for b, n in enumerate(cell.batches):
+            if os.path.exists(_batch_file(cell, b)):
+                done_batches += 1
+            else:
+                tasks.append((cell, b, n))
+    skipped["toys"] = done_batches
+    futures = {(cell, b): pools.cpu.client.submit(_toys_and_save, cell, b, n, job.seed, pure=False,
+                                                  key=f"toys-{os.path.basename(cell.folder)}-{b}")
+               for cell, b, n in tasks}
+    for _, fut in _progress(futures, "toys", progress):
+        fut.result()
+    seconds["toys"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    ds, templates = _aggregate(plan)
+    seconds["aggregate"] = time.perf_counter() - t0
+    if bool(ds["pool_smaller_than_needed"].any()):
+        notes.append(f"{ds.attrs['pool_reuse_note']} (test pools of {_pool_sizes(plan)} events); "
+                     "enlarge generate.events.test for independent toys")
+
+    from ..results.report import write_report
+
+    t0 = time.perf_counter()
+    table, figures = write_report(ds, plan.report, templates=templates)
+    seconds["report"] = time.perf_counter() - t0
+    return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
+                        seconds=seconds, skipped=skipped, notes=notes)
+
+
+def _pool_sizes(plan: StudyPlan) -> str:
+    start, stop = plan.generation.layout.split_ranges()["test"]
+    return " + ".join(f"{stop - start} {s}" for s in plan.job.samples)
+
+
+def _batch_file(cell: ToyCell, batch: int) -> str:
+    return os.path.join(cell.folder, f"batch-{batch:05d}.pkl")
+
+
+def _toys_and_save(cell: ToyCell, batch: int, n_toys: int, seed: int) -> str:
+    """Toy task plus an atomic write of its result, so a rerun skips finished batches."""
+    out = stages.toys_task(cell.template_dir, cell.method, cell.smearing, cell.alpha, cell.n_events, n_toys,
+                           batch, seed)
+    os.makedirs(cell.folder, exist_ok=True)
+    path = _batch_file(cell, batch)
+    with open(path + ".tmp", "wb") as f:
+        pickle.dump(out, f)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def _aggregate(plan: StudyPlan):
+    """Collect every toy batch into the results Dataset (Zarr) with templates and one example curve."""
+    from ..results.dataset import ResultsBuilder, save_results
+    from ..stats.fitter import mixture_log_likelihood
+
+    job = plan.job
+    builder = ResultsBuilder(methods=job.toys["methods"], smearings=job.smearing, alphas=job.toys["alpha"],
+                             n_events=job.toys["n_events"], n_toys=job.toys["n_toys"],
+                             attrs={"study": job.name, "job": job.to_json(), "events": plan.events,
+                                    "event_store_fingerprint": plan.generation.layout.fingerprint(),
+                                    "models": plan.models,
+                                    "templates": {"/".join(k): v for k, v in plan.templates.items()}})
+    templates = {}
+    for (method, sm), d in plan.templates.items():
+        t = stages.load_templates(d)
+        templates[(method, sm)] = t
+        builder.add_templates(method, sm, t)
+    for cell in plan.cells:
+        t = templates[(cell.method, cell.smearing)]
+        bound = float(np.asarray(t.cramer_rao_bound(cell.alpha, cell.n_events)))
+        offset = 0
+        for b, n in enumerate(cell.batches):
+            with open(_batch_file(cell, b), "rb") as f:
+                out = pickle.load(f)
+            builder.add(cell.method, cell.smearing, cell.alpha, cell.n_events, out["fit"], offset=offset,
+                        draw=out["draw"], cramer_rao=bound)
+            offset += n
+    # Fig. 6: -2 Delta lnL of one test set (the first toy of the middle cell), per method and smearing
+    alpha_grid = np.linspace(-0.5, 1.5, 401)
+    mid_alpha = job.toys["alpha"][len(job.toys["alpha"]) // 2]
+    mid_n = job.toys["n_events"][len(job.toys["n_events"]) // 2]
+    for (method, sm), d in plan.templates.items():
+        pool = np.load(os.path.join(d, stages.POOL_FILE))
+        from ..stats.toys import draw_toys, toy_seed
+
+        draw = draw_toys(pool["pa_a"].size, pool["pa_h"].size, alpha=mid_alpha, n_events=mid_n, n_toys=1,
+                         rng=toy_seed(job.seed, "example", "curve", mid_alpha, mid_n, 0))
+        lo, hi = stages.read_done(d)["positivity_limits"]
+        grid = alpha_grid[(alpha_grid >= lo) & (alpha_grid <= hi)]
+        lnl = mixture_log_likelihood(draw.gather(pool["pa_a"], pool["pa_h"]),
+                                     draw.gather(pool["ph_a"], pool["ph_h"]), grid)[0]
+        builder.add_curve(method, sm, grid, -2 * (lnl - lnl.max()), alpha=mid_alpha, n_events=mid_n)
+    ds = builder.to_dataset()
+    save_results(ds, plan.results)
+    from ..results.dataset import open_results
+
+    return open_results(plan.results), templates
+
+
+def _link_results(plan: StudyPlan) -> str:
+    """``<output>/results.zarr`` points at the newest results."""
+    link = os.path.join(plan.job.output, "results.zarr")
+    target = os.path.relpath(plan.results, plan.job.output)
+    if os.path.islink(link) or os.path.exists(link):
+        if os.path.islink(link) and os.readlink(link) == target:
+            return link
+        os.remove(link) if os.path.islink(link) else None
+    if not os.path.exists(link):
+        os.symlink(target, link)
+    return link
+
+
+def _progress(futures: dict, desc: str, progress: bool):
+    """Yield (key, future) as futures finish, with a progress bar; cancel the rest on error."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    if not futures:
+        return
+    by_future = {f: k for k, f in futures.items()}
+    with tqdm(total=len(futures), desc=desc, unit="task", disable=not progress) as bar:
+        try:
+            for fut in as_completed(list(futures.values())):
+                bar.update(1)
+                yield by_future[fut], fut
+        except BaseException:
+            for f in futures.values():
+                f.cancel()
+            raise

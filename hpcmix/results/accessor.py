@@ -1,0 +1,172 @@
+"""``ds.mixture``: per-cell summary of a results Dataset and the paper's Table 1 layout."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import xarray as xr
+from scipy import optimize, stats
+
+from .dataset import CELL_DIMS
+
+__all__ = ["MixtureAccessor", "gauss_fit_histogram"]
+
+
+def _num_hessian(f, x, step):
+    """Central finite-difference Hessian of a scalar function."""
+    n = x.size
+    h = np.empty((n, n))
+    for i, j in itertools.product(range(n), repeat=2):
+        ei, ej = np.eye(n)[i] * step[i], np.eye(n)[j] * step[j]
+        h[i, j] = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * step[i] * step[j])
+    return h
+
+
+def gauss_fit_histogram(x, *, bins: int | None = None, n_sigma: float = 4.0):
+    """Fit a Gaussian to the histogram of ``x`` (binned multinomial ML, as the paper fitted histograms).
+
+    The histogram spans mean +- n_sigma std; returns (mu, sigma, mu_err, sigma_err) with
+    errors from the inverse Hessian. NaNs when fewer than 10 finite values.
+    """
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 10:
+        return (np.nan,) * 4
+    m, s = x.mean(), x.std(ddof=1)
+    if not s > 0:
+        return (m, 0.0, 0.0, 0.0)
+    bins = bins or int(np.clip(np.sqrt(x.size) / 2, 10, 60))
+    counts, edges = np.histogram(x, bins=bins, range=(m - n_sigma * s, m + n_sigma * s))
+
+    def nll(p):
+        mu, sig = p[0], p[1]
+        if sig <= 0:
+            return np.inf
+        cdf = stats.norm.cdf(edges, mu, sig)
+        prob = np.diff(cdf) / max(cdf[-1] - cdf[0], 1e-300)
+        return -np.sum(counts * np.log(np.maximum(prob, 1e-300)))
+
+    res = optimize.minimize(nll, np.array([m, s]), method="Nelder-Mead",
+                            options={"xatol": 1e-7 * s, "fatol": 1e-9, "maxiter": 2000})
+    mu, sig = res.x
+    try:
+        cov = np.linalg.inv(_num_hessian(nll, res.x, np.array([1e-3 * sig, 1e-3 * sig])))
+        mu_err, sig_err = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except np.linalg.LinAlgError:
+        mu_err = sig_err = np.nan
+    return float(mu), float(abs(sig)), float(mu_err), float(sig_err)
+
+
+_SUMMARY_ATTRS = {
+    "n_toys": {"long_name": "toys with a finite alpha_hat"},
+    "mean": {"long_name": "mean of alpha_hat", "units": "1"},
+    "std": {"long_name": "standard deviation of alpha_hat", "units": "1"},
+    "gauss_mean": {"long_name": "mean of a Gaussian fitted to the alpha_hat histogram", "units": "1"},
+    "gauss_mean_err": {"long_name": "error of gauss_mean", "units": "1"},
+    "gauss_sigma": {"long_name": "width of a Gaussian fitted to the alpha_hat histogram (figure of merit)",
+                    "units": "1"},
+    "gauss_sigma_err": {"long_name": "error of gauss_sigma", "units": "1"},
+    "pull_mean": {"long_name": "mean of (alpha_hat - alpha) / sigma_hat"},
+    "pull_width": {"long_name": "standard deviation of (alpha_hat - alpha) / sigma_hat"},
+    "coverage": {"long_name": "fraction of Delta(-2 lnL) = 1 intervals containing alpha (nominal 0.6827)"},
+    "coverage_err": {"long_name": "binomial error of coverage"},
+    "ks_pvalue": {"long_name": "Kolmogorov-Smirnov p-value of lr_stat against chi2(1)"},
+    "cramer_rao": {"long_name": "Cramer-Rao bound 1/sqrt(N I(alpha))", "units": "1"},
+    "efficiency": {"long_name": "cramer_rao / gauss_sigma (1 = on the bound)"},
+    "converged_fraction": {"long_name": "fraction of converged fits"},
+    "at_limit_fraction": {"long_name": "fraction of fits with alpha_hat on a positivity limit"},
+}
+
+
+def _cell_summary(a_hat, s_hat, lo, hi, lr, conv, lim, alpha, cr):
+    ok = np.isfinite(a_hat)
+    x = a_hat[ok]
+    out = dict.fromkeys(_SUMMARY_ATTRS, np.nan)
+    out["n_toys"] = float(ok.sum())
+    out["cramer_rao"] = cr
+    filled = ~np.isnan(a_hat) | conv  # unfilled toy slots are NaN and not converged
+    if filled.any():
+        out["converged_fraction"] = conv[filled].mean()
+        out["at_limit_fraction"] = lim[filled].mean()
+    if x.size < 2:
+        return out
+    out["mean"], out["std"] = x.mean(), x.std(ddof=1)
+    mu, sig, mu_err, sig_err = gauss_fit_histogram(x)
+    out.update(gauss_mean=mu, gauss_mean_err=mu_err, gauss_sigma=sig, gauss_sigma_err=sig_err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pull = (x - alpha) / s_hat[ok]
+    pull = pull[np.isfinite(pull)]
+    if pull.size > 1:
+        out["pull_mean"], out["pull_width"] = pull.mean(), pull.std(ddof=1)
+    cov = (lo[ok] <= alpha) & (alpha <= hi[ok])
+    out["coverage"] = cov.mean()
+    out["coverage_err"] = np.sqrt(out["coverage"] * (1 - out["coverage"]) / cov.size)
+    lrf = lr[ok][np.isfinite(lr[ok])]
+    if lrf.size > 1:
+        out["ks_pvalue"] = stats.kstest(lrf, stats.chi2(1).cdf).pvalue
+    if sig and np.isfinite(cr):
+        out["efficiency"] = cr / sig
+    return out
+
+
+@xr.register_dataset_accessor("mixture")
+class MixtureAccessor:
+    """Summary statistics per (method, smearing, alpha, n_events) cell of a results Dataset."""
+
+    def __init__(self, ds: xr.Dataset):
+        self._ds = ds
+
+    def summary(self) -> xr.Dataset:
+        """Dataset over the cell dims: mean, std, Gaussian-fit width and error, pulls, coverage, KS, Cramer-Rao."""
+        ds = self._ds
+        missing = [v for v in ("alpha_hat", "sigma_hat", "interval_lo", "interval_hi", "lr_stat") if v not in ds]
+        if missing:
+            raise ValueError(f"not a results Dataset: missing variables {missing}")
+        shape = tuple(ds.sizes[d] for d in CELL_DIMS)
+        res = {k: np.full(shape, np.nan) for k in _SUMMARY_ATTRS}
+        cr_all = ds["cramer_rao"].values if "cramer_rao" in ds else np.full(shape, np.nan)
+        conv_all = ds["converged"].values if "converged" in ds else np.isfinite(ds["alpha_hat"].values)
+        lim_all = ds["at_limit"].values if "at_limit" in ds else np.zeros(ds["alpha_hat"].shape, bool)
+        alphas = ds["alpha"].values
+        for idx in np.ndindex(*shape):  # a loop over cells (few), never over toys
+            cell = _cell_summary(ds["alpha_hat"].values[idx], ds["sigma_hat"].values[idx],
+                                 ds["interval_lo"].values[idx], ds["interval_hi"].values[idx],
+                                 ds["lr_stat"].values[idx], conv_all[idx], lim_all[idx],
+                                 alphas[idx[2]], float(cr_all[idx]))
+            for k, v in cell.items():
+                res[k][idx] = v
+        out = xr.Dataset({k: (CELL_DIMS, v, _SUMMARY_ATTRS[k]) for k, v in res.items()},
+                         coords={d: ds[d] for d in CELL_DIMS})
+        out.attrs["source"] = ds.attrs.get("title", "hpcmix results")
+        return out
+
+    def table(self, *, n_events=None, width: str = "gauss_sigma", summary: xr.Dataset | None = None) -> str:
+        """The paper's Table 1 layout: rows 'method, smearing', columns alpha, cells 'mean +- width'.
+
+        One block per N (or only ``n_events``). ``width`` is 'gauss_sigma' (paper) or 'std'.
+        """
+        if width not in ("gauss_sigma", "std"):
+            raise ValueError(f"width must be 'gauss_sigma' or 'std', got {width!r}")
+        s = self.summary() if summary is None else summary
+        ns = s["n_events"].values if n_events is None else np.atleast_1d(n_events)
+        blocks = []
+        for n in ns:
+            if int(n) not in s["n_events"].values.tolist():
+                raise ValueError(f"n_events={n} not in the results ({s['n_events'].values.tolist()})")
+            c = s.sel(n_events=int(n))
+            n_toys = int(np.nanmax(c["n_toys"].values)) if np.isfinite(c["n_toys"].values).any() else 0
+            head = ["method, smearing"] + [f"alpha = {a:g}" for a in c["alpha"].values]
+            lines = [f"Table 1 layout: mean ± {'Gaussian-fit width' if width == 'gauss_sigma' else 'std'} "
+                     f"of alpha_hat, {n_toys} test sets of N = {int(n)}",
+                     "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for m in c["method"].values:
+                for sm in c["smearing"].values:
+                    row = [f"{m}, {sm}"]
+                    for a in c["alpha"].values:
+                        cell = c.sel({"method": m, "smearing": sm, "alpha": a})
+                        mean, w = float(cell["mean"]), float(cell[width])
+                        row.append("n/a" if not np.isfinite(mean) else f"{mean:.2f} ± {w:.2f}")
+                    lines.append("| " + " | ".join(row) + " |")
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks)

@@ -1,0 +1,193 @@
+"""The results Dataset of a toy study: per-toy fit outputs on (method, smearing, alpha, n_events, toy).
+
+Besides the per-toy variables it holds per-cell Cramer-Rao bounds and pool-reuse counts,
+and optionally the templates (for Fig. 2a/3a) and one toy's likelihood curve per
+method (Fig. 6), so a report needs nothing but the Zarr store.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+__all__ = ["CELL_DIMS", "DIMS", "ResultsBuilder", "open_results", "save_results"]
+
+DIMS = ("method", "smearing", "alpha", "n_events", "toy")
+CELL_DIMS = DIMS[:-1]
+
+_TOY_VARS = {
+    # name: (dtype, fill, attrs)
+    "alpha_hat": (float, np.nan, {"long_name": "ML estimate of the A fraction", "units": "1"}),
+    "sigma_hat": (float, np.nan, {"long_name": "error of alpha_hat from the curvature of ln L", "units": "1"}),
+    "lr_stat": (float, np.nan, {"long_name": "-2 ln(L(alpha_true) / L(alpha_hat))", "units": "1",
+                                "expected_distribution": "chi2(1) (Wilks)"}),
+    "interval_lo": (float, np.nan, {"long_name": "lower end of the Delta(-2 lnL) = 1 interval", "units": "1"}),
+    "interval_hi": (float, np.nan, {"long_name": "upper end of the Delta(-2 lnL) = 1 interval", "units": "1"}),
+    "converged": (bool, False, {"long_name": "fit converged"}),
+    "at_limit": (bool, False, {"long_name": "alpha_hat on a positivity limit"}),
+    "interval_clipped": (bool, False, {"long_name": "an interval end clipped at a positivity limit"}),
+}
+
+
+class ResultsBuilder:
+    """Collects ``MixtureFit`` results cell by cell and turns them into the results Dataset.
+
+    ``add`` takes one fit (a batch of toys) for one cell at a toy offset; ``to_dataset``
+    returns the Dataset with provenance attrs (``attrs`` are merged in; keep them JSON-able).
+    """
+
+    def __init__(self, *, methods, smearings, alphas, n_events, n_toys: int, attrs: dict | None = None):
+        self.coords = {
+            "method": np.array([str(m) for m in methods], dtype=object),
+            "smearing": np.array([str(s) for s in smearings], dtype=object),
+            "alpha": np.asarray(alphas, dtype=float),
+            "n_events": np.asarray(n_events, dtype=np.int64),
+            "toy": np.arange(int(n_toys)),
+        }
+        for k, v in self.coords.items():
+            if v.size == 0 or len(set(v.tolist())) != v.size:
+                raise ValueError(f"{k} coordinate must be non-empty with unique values, got {v.tolist()}")
+        shape = tuple(self.coords[d].size for d in DIMS)
+        self.data = {k: np.full(shape, fill, dtype=dt) for k, (dt, fill, _) in _TOY_VARS.items()}
+        cshape = shape[:-1]
+        self.cramer_rao = np.full(cshape, np.nan)
+        self.uses_sum = np.zeros(cshape)      # pool-event uses summed over batches
+        self.pool_size = np.zeros(cshape)
+        self.max_uses = np.zeros(cshape, dtype=np.int64)
+        self.pool_short = np.zeros(cshape, dtype=bool)
+        self.filled = np.zeros(cshape, dtype=np.int64)
+        self.templates: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.curves: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self.curve_info: dict[str, Any] = {}
+        self.attrs = dict(attrs or {})
+
+    def _cell(self, method, smearing, alpha, n_events):
+        def pos(dim, value):
+            c = self.coords[dim]
+            hit = np.flatnonzero(np.isclose(c, value)) if c.dtype.kind == "f" else np.flatnonzero(c == value)
+            if hit.size != 1:
+                raise ValueError(f"{dim}={value!r} is not one of {c.tolist()}")
+            return int(hit[0])
+
+        return (pos("method", str(method)), pos("smearing", str(smearing)),
+                pos("alpha", float(alpha)), pos("n_events", int(n_events)))
+
+    def add(self, method, smearing, alpha, n_events, fit, *, offset: int = 0, draw=None, cramer_rao=None):
+        """Store the toys of ``fit`` (a MixtureFit) at toy positions offset, offset + 1, ..."""
+        cell = self._cell(method, smearing, alpha, n_events)
+        n = len(fit)
+        if offset < 0 or offset + n > self.coords["toy"].size:
+            raise ValueError(f"toys {offset}..{offset + n} do not fit in n_toys={self.coords['toy'].size}")
+        sl = cell + (slice(offset, offset + n),)
+        for k in _TOY_VARS:
+            self.data[k][sl] = getattr(fit, k)
+        self.filled[cell] += n
+        if cramer_rao is not None:
+            self.cramer_rao[cell] = float(cramer_rao)
+        if draw is not None:
+            self.uses_sum[cell] += draw.uses_a.sum() + draw.uses_h.sum()
+            self.pool_size[cell] = draw.uses_a.size + draw.uses_h.size
+            self.max_uses[cell] = max(self.max_uses[cell], draw.max_uses)
+            self.pool_short[cell] |= self.uses_sum[cell] > self.pool_size[cell]
+
+    def add_templates(self, method, smearing, templates, *, n_points: int = 512):
+        """Tabulate a MixtureTemplates pair for the template figures."""
+        self.templates[(str(method), str(smearing))] = templates.tabulate(n_points)
+
+    def add_curve(self, method, smearing, alpha_grid, m2dlnl, **info):
+        """-2 Delta lnL(alpha) of one example toy (Fig. 6); ``info`` (e.g. alpha, n_events) goes to attrs."""
+        alpha_grid, m2dlnl = np.asarray(alpha_grid, float), np.asarray(m2dlnl, float)
+        if alpha_grid.shape != m2dlnl.shape or alpha_grid.ndim != 1:
+            raise ValueError("alpha_grid and m2dlnl must be 1-D arrays of one length")
+        self.curves[(str(method), str(smearing))] = (alpha_grid, m2dlnl)
+        self.curve_info.update({k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()})
+
+    def to_dataset(self) -> xr.Dataset:
+        ds = xr.Dataset(coords=self.coords)
+        ds["alpha"].attrs.update(long_name="true A fraction of the toys", units="1")
+        ds["n_events"].attrs.update(long_name="events per toy (test-set size N)", units="events")
+        ds["toy"].attrs.update(long_name="pseudo-experiment index")
+        ds["method"].attrs.update(long_name="estimation method")
+        ds["smearing"].attrs.update(long_name="detector smearing")
+        for k, (_, _, attrs) in _TOY_VARS.items():
+            ds[k] = (DIMS, self.data[k], attrs)
+        ds["cramer_rao"] = (CELL_DIMS, self.cramer_rao,
+                            {"long_name": "Cramer-Rao bound 1/sqrt(N I(alpha)) from the templates", "units": "1"})
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_uses = np.where(self.pool_size > 0, self.uses_sum / self.pool_size, np.nan)
+        ds["pool_mean_uses"] = (CELL_DIMS, mean_uses, {"long_name": "mean toys per pool event", "units": "1"})
+        ds["pool_max_uses"] = (CELL_DIMS, self.max_uses, {"long_name": "most toys sharing one pool event"})
+        ds["pool_smaller_than_needed"] = (CELL_DIMS, self.pool_short,
+                                          {"long_name": "toys needed more events than the pool holds (reuse)"})
+        ds["n_toys_filled"] = (CELL_DIMS, self.filled, {"long_name": "toys stored in the cell"})
+        ds = _add_tables(ds, self.templates, "template_point",
+                         ("template_x", "template_p_a", "template_p_h"),
+                         ({"long_name": "template abscissa (phi* or network output y)"},
+                          {"long_name": "p_A template density"}, {"long_name": "p_H template density"}))
+        ds = _add_tables(ds, self.curves, "curve_point", ("curve_alpha", "curve_m2dlnl"),
+                         ({"long_name": "alpha", "units": "1"},
+                          {"long_name": "-2 Delta ln L of one example toy", "units": "1", **self.curve_info}))
+        from .. import __version__
+
+        short = int(self.pool_short.sum())
+        ds.attrs.update({
+            "title": "hpcmix mixture-fraction toy study",
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "hpcmix_version": __version__,
+            "estimator": "unbinned ML, p = alpha p_A + (1 - alpha) p_H, alpha bounded by template positivity",
+            "interval": "Delta(-2 ln L) = 1",
+            "pool_reuse_note": (f"pool smaller than the toys need in {short} cell(s): events repeat across toys"
+                                if short else "no pool event used in more toys than the pools could supply"),
+        })
+        ds.attrs.update(self.attrs)
+        return ds
+
+
+def _add_tables(ds, tables, point_dim, names, attrs):
+    if not tables:
+        return ds
+    n = max(v[0].size for v in tables.values())
+    shape = (ds.sizes["method"], ds.sizes["smearing"], n)
+    arrays = [np.full(shape, np.nan) for _ in names]
+    methods, smearings = list(ds["method"].values), list(ds["smearing"].values)
+    for (m, s), cols in tables.items():
+        i, j = methods.index(m), smearings.index(s)
+        for arr, col in zip(arrays, cols):
+            arr[i, j, : col.size] = col
+    for name, arr, at in zip(names, arrays, attrs):
+        ds[name] = (("method", "smearing", point_dim), arr, at)
+    return ds
+
+
+def _jsonable(attrs: dict) -> dict:
+    out = {}
+    for k, v in attrs.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except TypeError:
+            out[k] = np.asarray(v).tolist() if isinstance(v, (np.ndarray, np.generic)) else str(v)
+    return out
+
+
+def save_results(ds: xr.Dataset, path) -> None:
+    """Write the results Dataset to a Zarr store (overwrites). Strings are stored as variable-length UTF-8."""
+    ds = ds.copy()
+    for name in ("method", "smearing"):
+        ds = ds.assign_coords({name: np.array([str(v) for v in ds[name].values], dtype=object)})
+    ds.attrs = _jsonable(ds.attrs)
+    for v in ds.variables.values():
+        v.attrs = _jsonable(v.attrs)
+    ds.to_zarr(str(path), mode="w", consolidated=False)
+
+
+def open_results(path) -> xr.Dataset:
+    """Load a results store written by ``save_results`` into memory."""
+    ds = xr.open_zarr(str(path), consolidated=False).load()
+    for name in ("method", "smearing"):
+        ds = ds.assign_coords({name: np.array([str(v) for v in ds[name].values], dtype=object)})
+    return ds

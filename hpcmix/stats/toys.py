@@ -1,0 +1,182 @@
+"""Pseudo-experiments drawn from finite test pools, vectorised over toys, with reuse bookkeeping.
+
+Each toy has N events; the number of A events is Binomial(N, alpha) (the paper's
+binomial composition); A events come from the A pool and H events from the H pool,
+never the same pool event twice within one toy. Across toys events are reused when
+the pools are smaller than the toys need; ``ToyDraw`` records how much.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import config
+
+__all__ = ["ToyDraw", "draw_toys", "toy_seed"]
+
+
+def _words(value) -> list[int]:
+    """Stable 32-bit words for a seed component (strings hashed, floats by their exact repr)."""
+    if isinstance(value, (bool, np.bool_)):
+        value = int(value)
+    if isinstance(value, (int, np.integer)) and value >= 0:
+        return [int(value) & 0xFFFFFFFF, int(value) >> 32 & 0xFFFFFFFF]
+    digest = hashlib.sha256(f"{type(value).__name__}:{value!r}".encode()).digest()
+    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def toy_seed(study_seed=None, method="", smearing="", alpha=0.0, n_events=0, batch=0) -> np.random.Generator:
+    """Deterministic Generator for one batch of toys of one (method, smearing, alpha, N) cell.
+
+    Built from a ``numpy.random.SeedSequence`` of all components, so cells and batches get
+    independent streams and rerunning any one batch reproduces it. ``study_seed`` defaults
+    to the config's ``hpcmix.seed``.
+    """
+    study_seed = int(config.get("seed", study_seed))
+    alpha = round(float(alpha), 12)  # 0.7 and 0.7000000000000001 are the same cell
+    entropy = []
+    for part in (study_seed, str(method), str(smearing), alpha, int(n_events), int(batch)):
+        entropy += _words(part)
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+@dataclass(frozen=True)
+class ToyDraw:
+    """Which pool events make up each toy.
+
+    index: (n_toys, N) positions in the A pool where ``is_a`` else in the H pool.
+    n_a: A events per toy. uses_a / uses_h: how many toys used each pool event.
+    """
+
+    index: np.ndarray
+    is_a: np.ndarray
+    n_a: np.ndarray
+    uses_a: np.ndarray
+    uses_h: np.ndarray
+
+    @property
+    def n_toys(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def n_events(self) -> int:
+        return self.index.shape[1]
+
+    @property
+    def mean_uses(self) -> float:
+        """Mean number of toys each pool event appears in (A and H pools together)."""
+        return float((self.uses_a.sum() + self.uses_h.sum()) / max(self.uses_a.size + self.uses_h.size, 1))
+
+    @property
+    def max_uses(self) -> int:
+        return int(max(self.uses_a.max(initial=0), self.uses_h.max(initial=0)))
+
+    @property
+    def pool_smaller_than_needed(self) -> bool:
+        """True when the toys need more events than the pools hold, so events repeat across toys."""
+        return bool(self.uses_a.sum() > self.uses_a.size or self.uses_h.sum() > self.uses_h.size)
+
+    def note(self) -> str:
+        """One line for outputs: how much the pools were reused."""
+        need = int(self.uses_a.sum() + self.uses_h.sum())
+        pool = int(self.uses_a.size + self.uses_h.size)
+        msg = (f"{self.n_toys} toys x N={self.n_events} used {need} events from pools of "
+               f"{self.uses_a.size} A + {self.uses_h.size} H; mean uses per pool event "
+               f"{self.mean_uses:.2f}, max {self.max_uses}")
+        if self.pool_smaller_than_needed:
+            msg += f" - pool smaller than the toys need ({pool} < {need}): toys are not independent"
+        return msg
+
+    def gather(self, values_a, values_h) -> np.ndarray:
+        """Per-toy values (n_toys, N) from per-pool-event arrays (e.g. template densities)."""
+        values_a = np.asarray(values_a)
+        values_h = np.asarray(values_h)
+        if values_a.shape[0] != self.uses_a.size or values_h.shape[0] != self.uses_h.size:
+            raise ValueError(
+                f"values must have one entry per pool event ({self.uses_a.size} A, {self.uses_h.size} H), "
+                f"got {values_a.shape[0]} and {values_h.shape[0]}"
+            )
+        ia = np.where(self.is_a, self.index, 0)
+        ih = np.where(self.is_a, 0, self.index)
+        return np.where(self.is_a, values_a[ia], values_h[ih])
+
+
+def _distinct_rows(pool: int, k: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_rows, width) ints: row i starts with k[i] distinct uniform draws from range(pool); rest -1."""
+    n_rows = k.size
+    out = np.full((n_rows, width), -1, dtype=np.int64)
+    if width == 0 or n_rows == 0 or k.max() == 0:
+        return out
+    kmax = int(k.max())
+    used = np.arange(kmax)[None, :] < k[:, None]
+    if 4 * kmax <= pool:
+        # collisions are rare (each draw repeats with probability < k/M <= 1/4, and the redraws
+        # shrink geometrically): draw with replacement, then redraw duplicates.
+        # Redrawing only the repeats is sequential sampling without replacement, so subsets are uniform.
+        sentinel = pool + np.arange(kmax)[None, :]  # unused slots never collide
+        draws = np.where(used, rng.integers(0, pool, size=(n_rows, kmax)), sentinel)
+        while True:
+            draws.sort(axis=1)
+            dup = np.zeros(draws.shape, dtype=bool)
+            dup[:, 1:] = draws[:, 1:] == draws[:, :-1]
+            n_dup = int(dup.sum())
+            if n_dup == 0:
+                break
+            draws[dup] = rng.integers(0, pool, size=n_dup)
+        # sorted rows: the k valid draws come first (sentinels are >= pool); shuffle order per row
+        keys = np.where(used, rng.random((n_rows, kmax)), 2.0)
+        draws = np.take_along_axis(draws, np.argsort(keys, axis=1), axis=1)
+    else:
+        # dense case: the kmax smallest of iid random keys, in key order, are a random permutation prefix
+        draws = np.empty((n_rows, kmax), dtype=np.int64)
+        chunk = max(1, (1 << 24) // pool)
+        for s in range(0, n_rows, chunk):  # bounded memory: rows x pool keys per chunk
+            keys = rng.random((min(chunk, n_rows - s), pool))
+            part = np.argpartition(keys, kmax - 1, axis=1)[:, :kmax] if kmax < pool else np.argsort(keys, axis=1)
+            order = np.argsort(np.take_along_axis(keys, part, axis=1), axis=1)
+            draws[s : s + part.shape[0]] = np.take_along_axis(part, order, axis=1)
+    out[:, :kmax] = np.where(used, draws, -1)
+    return out
+
+
+def draw_toys(n_pool_a: int, n_pool_h: int, *, alpha: float, n_events: int, n_toys: int,
+              rng: np.random.Generator) -> ToyDraw:
+    """Draw ``n_toys`` toys of ``n_events`` events with Binomial(N, alpha) A events each.
+
+    Returns pool positions per toy (``ToyDraw.index`` with ``is_a``) and reuse counts.
+    Raises ValueError for alpha outside [0, 1], N < 1, n_toys < 1, or a pool smaller than
+    the A (or H) events one toy needs (no event may appear twice in one toy).
+    """
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha for toy generation must lie in [0, 1], got {alpha}")
+    if int(n_events) != n_events or n_events < 1:
+        raise ValueError(f"n_events must be an integer >= 1 (an empty toy cannot be fitted), got {n_events}")
+    if int(n_toys) != n_toys or n_toys < 1:
+        raise ValueError(f"n_toys must be an integer >= 1, got {n_toys}")
+    n_events, n_toys, n_pool_a, n_pool_h = int(n_events), int(n_toys), int(n_pool_a), int(n_pool_h)
+    if n_pool_a < 0 or n_pool_h < 0:
+        raise ValueError("pool sizes must be >= 0")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy Generator (use toy_seed(...))")
+    n_a = rng.binomial(n_events, alpha, size=n_toys)
+    n_h = n_events - n_a
+    if n_a.max() > n_pool_a:
+        raise ValueError(f"A pool has {n_pool_a} events but a toy needs {n_a.max()} distinct A events; "
+                         "enlarge the test pool or lower N")
+    if n_h.max() > n_pool_h:
+        raise ValueError(f"H pool has {n_pool_h} events but a toy needs {n_h.max()} distinct H events; "
+                         "enlarge the test pool or lower N")
+    ia = _distinct_rows(n_pool_a, n_a, n_events, rng)
+    ih = _distinct_rows(n_pool_h, n_h, n_events, rng)
+    col = np.arange(n_events)[None, :]
+    is_a = col < n_a[:, None]
+    # A events first, then the H events shifted to follow them
+    ih_shift = np.take_along_axis(ih, np.clip(col - n_a[:, None], 0, n_events - 1), axis=1)
+    index = np.where(is_a, ia, ih_shift)
+    uses_a = np.bincount(index[is_a], minlength=n_pool_a)
+    uses_h = np.bincount(index[~is_a], minlength=n_pool_h)
+    return ToyDraw(index=index, is_a=is_a, n_a=n_a, uses_a=uses_a, uses_h=uses_h)

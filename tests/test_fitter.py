@@ -1,0 +1,212 @@
+"""The vectorised mixture fitter: agreement with iminuit, efficiency and coverage, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from hpcmix.stats import (
+    AnalyticTemplates,
+    PhiStarTemplates,
+    ZeroDensityWarning,
+    fit_mixture,
+    mixture_log_likelihood,
+)
+
+iminuit = pytest.importorskip("iminuit")
+
+PHI = PhiStarTemplates(a=0.041)
+BETA = AnalyticTemplates(stats.beta(3, 2).pdf, stats.beta(2, 3).pdf, (0.0, 1.0))  # limits [0, 1]
+
+
+def _sample_phi(rng, n, is_a):
+    """Accept-reject sample of phi* from c +- a cos x."""
+    out = np.empty(n)
+    todo = np.arange(n)
+    while todo.size:
+        x = rng.uniform(0, 2 * np.pi, todo.size)
+        s = np.where(is_a[todo], 1.0, -1.0)
+        ok = rng.uniform(0, PHI.c + PHI.a, todo.size) < PHI.c + s * PHI.a * np.cos(x)
+        out[todo[ok]] = x[ok]
+        todo = todo[~ok]
+    return out
+
+
+def _sample_beta(rng, is_a):
+    return np.where(is_a, rng.beta(3, 2, is_a.shape), rng.beta(2, 3, is_a.shape))
+
+
+def _reference(p_a, p_h, limits):
+    """One iminuit fit of -2 ln L with the positivity limits; tight tolerance."""
+    def m2lnl(alpha):
+        p = p_h + alpha * (p_a - p_h)
+        return -2.0 * np.sum(np.log(np.maximum(p, 1e-300)))
+
+    m = iminuit.Minuit(m2lnl, alpha=0.5)
+    m.errordef = iminuit.Minuit.LEAST_SQUARES
+    m.limits = [limits]
+    m.tol = 1e-7
+    m.strategy = 2
+    m.migrad()
+    return m, m2lnl
+
+
+def _random_toys(rng, templates, sampler, n_toys):
+    """Toys of random N (with N = 1 and all-H / all-A toys among them), padded with a mask."""
+    n = rng.integers(1, 200, n_toys)
+    n[:50] = 1
+    alpha = rng.uniform(0, 1, n_toys)
+    alpha[50:100], alpha[100:150] = 0.0, 1.0  # all-H and all-A toys
+    n_max = n.max()
+    mask = np.arange(n_max)[None, :] < n[:, None]
+    is_a = rng.uniform(size=mask.shape) < alpha[:, None]
+    x = sampler(rng, is_a)
+    p_a, p_h = templates.densities(x)
+    return p_a, p_h, mask, n, alpha, is_a
+
+
+@pytest.mark.parametrize("which", ["phi", "beta"])
+def test_agrees_with_iminuit_on_random_toys(which):
+    rng = np.random.default_rng(11 if which == "phi" else 12)
+    if which == "phi":
+        templates, sampler = PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
+    else:
+        templates, sampler = BETA, _sample_beta
+    p_a, p_h, mask, n, alpha, is_a = _random_toys(rng, templates, sampler, 500)
+    limits = templates.positivity_limits()
+    fit = fit_mixture(p_a, p_h, mask=mask, alpha_true=alpha, alpha_limits=limits)
+    assert fit.converged.all()
+    # the toys must include the special cases the check promises
+    assert (n == 1).sum() >= 50
+    assert (is_a.sum(1)[n > 1] == n[n > 1]).any() and (is_a[n > 1].sum(1) == 0).any()
+    assert fit.at_limit.sum() >= 50  # N = 1 toys (and beta all-A/all-H toys) peak on a limit
+    ref = np.empty(n.size)
+    for i in range(n.size):  # the reference: one iminuit fit per toy
+        m, f = _reference(p_a[i, : n[i]], p_h[i, : n[i]], limits)
+        ref[i] = m.values["alpha"]
+        if i % 10 == 0 and not fit.at_limit[i]:
+            # curvature error against a finite-difference second derivative of -2 ln L
+            a0, h = fit.alpha_hat[i], 1e-4
+            d2 = (f(a0 + h) - 2 * f(a0) + f(a0 - h)) / h**2
+            assert fit.sigma_hat[i] == pytest.approx(np.sqrt(2 / d2), rel=1e-4)
+            lr = f(alpha[i]) - f(fit.alpha_hat[i])
+            assert fit.lr_stat[i] == pytest.approx(lr, rel=1e-6, abs=1e-8)
+    np.testing.assert_allclose(fit.alpha_hat, ref, atol=1e-4, rtol=0)
+    # at the positivity limit the fitter returns the limit itself
+    np.testing.assert_allclose(fit.alpha_hat[fit.at_limit], np.clip(ref[fit.at_limit], *limits), atol=1e-4)
+
+
+def test_intervals_match_minos():
+    rng = np.random.default_rng(5)
+    is_a = rng.uniform(size=(40, 100)) < 0.7
+    x = _sample_phi(rng, is_a.size, is_a.ravel()).reshape(is_a.shape)
+    p_a, p_h = PHI.densities(x)
+    limits = PHI.positivity_limits()
+    fit = fit_mixture(p_a, p_h, alpha_limits=limits, alpha_true=0.7)
+    for i in range(40):
+        m, _ = _reference(p_a[i], p_h[i], limits)
+        m.minos()
+        me = m.merrors["alpha"]
+        lo = max(m.values["alpha"] + me.lower, limits[0])
+        hi = min(m.values["alpha"] + me.upper, limits[1])
+        assert fit.interval_lo[i] == pytest.approx(lo, abs=2e-4)
+        assert fit.interval_hi[i] == pytest.approx(hi, abs=2e-4)
+    # the interval ends are exactly where -2 Delta lnL = 1
+    ll = mixture_log_likelihood(p_a[:5], p_h[:5], [0.0])  # shape check only
+    assert ll.shape == (5, 1)
+    for i in range(5):
+        l_hat = mixture_log_likelihood(p_a[i], p_h[i], fit.alpha_hat[i])[0, 0]
+        for end in (fit.interval_lo[i], fit.interval_hi[i]):
+            if not fit.interval_clipped[i]:
+                val = mixture_log_likelihood(p_a[i], p_h[i], end)[0, 0]
+                assert -2 * (val - l_hat) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_efficiency_and_coverage_on_beta_templates():
+    """At N = 500 the spread of alpha_hat sits on the Cramer-Rao bound and Delta = 1 intervals cover 68.3 %."""
+    rng = np.random.default_rng(2024)
+    n_events, n_toys, alpha = 500, 20_000, 0.5
+    bound = float(BETA.cramer_rao_bound(alpha, n_events))
+    assert BETA.fisher_information(alpha) == pytest.approx(0.8, rel=1e-6)  # analytic value
+    a_hat, covered, lr = [], [], []
+    for _ in range(4):  # batches keep memory modest
+        is_a = rng.uniform(size=(n_toys // 4, n_events)) < alpha
+        p_a, p_h = BETA.densities(_sample_beta(rng, is_a))
+        fit = fit_mixture(p_a, p_h, alpha_true=alpha, alpha_limits=BETA.positivity_limits())
+        assert fit.converged.all()
+        a_hat.append(fit.alpha_hat)
+        covered.append((fit.interval_lo <= alpha) & (alpha <= fit.interval_hi))
+        lr.append(fit.lr_stat)
+    a_hat, covered, lr = map(np.concatenate, (a_hat, covered, lr))
+    # statistical error of the std itself: 1/sqrt(2 n_toys) = 0.5 %, well inside 3 %
+    assert a_hat.std(ddof=1) == pytest.approx(bound, rel=0.03)
+    # binomial error of the coverage: 0.33 %, well inside 1.5 %
+    assert abs(covered.mean() - 0.6827) < 0.015
+    assert stats.kstest(lr, stats.chi2(1).cdf).pvalue > 1e-3
+    assert abs(a_hat.mean() - alpha) < 3 * bound / np.sqrt(a_hat.size) + 1e-3
+
+
+def test_padding_equals_separate_fits():
+    rng = np.random.default_rng(3)
+    x = _sample_phi(rng, 300, rng.uniform(size=300) < 0.6)
+    p_a, p_h = PHI.densities(x)
+    sizes = [1, 20, 100, 179]
+    mask = np.zeros((4, 179), bool)
+    pa2, ph2 = np.zeros((4, 179)), np.zeros((4, 179))
+    start = 0
+    for i, k in enumerate(sizes):
+        mask[i, :k] = True
+        pa2[i, :k], ph2[i, :k] = p_a[start : start + k], p_h[start : start + k]
+        start += k
+    batched = fit_mixture(pa2, ph2, mask=mask, alpha_limits=PHI.positivity_limits())
+    start = 0
+    for i, k in enumerate(sizes):
+        one = fit_mixture(p_a[start : start + k], p_h[start : start + k], alpha_limits=PHI.positivity_limits())
+        assert batched.alpha_hat[i] == pytest.approx(one.alpha_hat[0], abs=1e-9)
+        assert batched.n_events[i] == k
+        start += k
+
+
+def test_unbounded_and_flat_likelihoods_are_flagged():
+    # all events favour A and no limit: lnL rises for ever
+    fit = fit_mixture(np.array([[2.0, 3.0]]), np.array([[1.0, 1.0]]))
+    assert fit.alpha_hat[0] == np.inf and not fit.converged[0]
+    # with the limit the fit sits on it
+    fit = fit_mixture(np.array([[2.0, 3.0]]), np.array([[1.0, 1.0]]), alpha_limits=(-1, 1.5))
+    assert fit.alpha_hat[0] == 1.5 and fit.at_limit[0] and fit.converged[0] and fit.interval_clipped[0]
+    fit = fit_mixture(np.ones((1, 3)), np.ones((1, 3)), alpha_limits=(0, 1))
+    assert not fit.converged[0]
+
+
+def test_zero_density_gives_finite_result_and_one_warning():
+    p_a = np.array([[0.0, 1.2, 0.8, 1.5], [1.0, 0.9, 0.5, 1.3]])
+    p_h = np.array([[1.0, 0.8, 1.2, 0.0], [0.0, 0.0, 1.0, 0.7]])
+    with pytest.warns(ZeroDensityWarning, match="floored") as rec:
+        fit = fit_mixture(p_a, p_h, alpha_true=0.5)
+    assert len(rec) == 1
+    assert np.all(np.isfinite(fit.alpha_hat)) and np.all(np.isfinite(fit.sigma_hat))
+    assert np.all(np.isfinite(fit.lr_stat)) and fit.converged.all()
+    assert np.all(np.isfinite(fit.interval_lo)) and np.all(np.isfinite(fit.interval_hi))
+    assert issubclass(ZeroDensityWarning, UserWarning)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(p_a=np.ones((3, 4)), p_h=np.ones((3, 5))), "same shape"),
+        (dict(p_a=np.ones((2, 3)), p_h=np.ones((2, 3)), mask=np.ones((2, 4), bool)), "mask must have the shape"),
+        (dict(p_a=np.ones((2, 3)), p_h=np.ones((2, 3)), mask=np.array([[1, 1, 0], [0, 0, 0]], bool)),
+         "no events"),
+        (dict(p_a=np.ones((0, 3)), p_h=np.ones((0, 3))), "no toys"),
+        (dict(p_a=np.full((1, 2), np.nan), p_h=np.ones((1, 2))), "NaN or inf"),
+        (dict(p_a=-np.ones((1, 2)), p_h=np.ones((1, 2))), "negative"),
+        (dict(p_a=np.ones((1, 2)), p_h=np.ones((1, 2)), alpha_limits=(1.0, 0.0)), "alpha_min < alpha_max"),
+        (dict(p_a=np.ones((2, 2)), p_h=np.ones((2, 2)), alpha_true=[0.1, 0.2, 0.3]), "one value per toy"),
+        (dict(p_a=np.ones((1, 2, 2)), p_h=np.ones((1, 2, 2))), "1-D"),
+    ],
+)
+def test_bad_input_raises_clear_errors(kwargs, match):
+    p_a, p_h = kwargs.pop("p_a"), kwargs.pop("p_h")
+    with pytest.raises(ValueError, match=match):
+        fit_mixture(p_a, p_h, **kwargs)

@@ -1,0 +1,165 @@
+"""Templates: the phi* fit, positivity limits, Fisher information, and the network-output KDE."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+from hpcmix.stats import (
+    AnalyticTemplates,
+    KDETemplate,
+    KDETemplates,
+    PhiStarTemplates,
+    cramer_rao_bound,
+    fit_phi_star_templates,
+)
+
+
+def _sample_phi(rng, a, is_a):
+    c = 1 / (2 * np.pi)
+    out = np.empty(is_a.size)
+    todo = np.arange(is_a.size)
+    while todo.size:
+        x = rng.uniform(0, 2 * np.pi, todo.size)
+        ok = rng.uniform(0, c + a, todo.size) < c + np.where(is_a[todo], a, -a) * np.cos(x)
+        out[todo[ok]] = x[ok]
+        todo = todo[~ok]
+    return out
+
+
+def test_phi_star_fit_recovers_a_with_correct_error():
+    rng = np.random.default_rng(1)
+    fits = []
+    for _ in range(100):
+        is_a = rng.uniform(size=20_000) < 0.5
+        fits.append(fit_phi_star_templates(_sample_phi(rng, 0.041, is_a), is_a))
+    a = np.array([f.a for f in fits])
+    err = np.array([f.a_err for f in fits])
+    pull = (a - 0.041) / err
+    assert abs(pull.mean()) < 0.35  # 100 fits: error of the mean pull 0.1
+    assert pull.std(ddof=1) == pytest.approx(1.0, abs=0.2)
+    assert fits[0].c == pytest.approx(0.159, abs=5e-4) and fits[0].c == 1 / (2 * np.pi)
+    big = fit_phi_star_templates(_sample_phi(rng, 0.041, np.arange(400_000) % 2 == 0), np.arange(400_000) % 2 == 0)
+    assert big.a == pytest.approx(0.041, abs=4 * big.a_err)
+
+
+def test_phi_star_fit_bad_input():
+    with pytest.raises(ValueError, match="one length"):
+        fit_phi_star_templates(np.zeros(3), np.zeros(4, bool))
+    with pytest.raises(ValueError, match="no events"):
+        fit_phi_star_templates(np.zeros(0), np.zeros(0, bool))
+
+
+def test_phi_star_positivity_limits_and_fisher_information():
+    t = PhiStarTemplates(a=0.041)
+    lo, hi = t.positivity_limits()
+    assert (lo, hi) == pytest.approx(((0.041 - t.c) / 0.082, (0.041 + t.c) / 0.082))
+    x = np.linspace(0, 2 * np.pi, 10001)
+    assert t.pdf(x, hi).min() == pytest.approx(0.0, abs=1e-12) and t.pdf(x, hi + 1e-3).min() < 0
+    assert t.pdf(x, lo).min() == pytest.approx(0.0, abs=1e-12) and t.pdf(x, lo - 1e-3).min() < 0
+    # generic ratio rule gives the same limits
+    from hpcmix.stats.templates import limits_from_ratio_range
+
+    assert limits_from_ratio_range(*t.ratio_range) == pytest.approx((lo, hi))
+    # PHYSICS.md: I(1/2) = 4 pi a^2 / c = 0.133 and sigma >= 0.274 at N = 100 (exact at alpha = 1/2)
+    assert t.fisher_information(0.5) == pytest.approx(4 * np.pi * 0.041**2 / t.c, rel=1e-12)
+    assert t.fisher_information(0.5) == pytest.approx(0.133, abs=5e-4)
+    assert cramer_rao_bound(t, 0.5, 100) == pytest.approx(0.274, abs=1e-3)
+    # closed form against quadrature at other alphas (there it exceeds 4 pi a^2 / c)
+    for alpha in (0.0, 0.7, 0.9, 2.0):
+        num = integrate.quad(lambda v: (2 * t.a * np.cos(v)) ** 2 / t.pdf(v, alpha), 0, 2 * np.pi)[0]
+        assert t.fisher_information(alpha) == pytest.approx(num, rel=1e-9)
+    assert t.fisher_information(0.9) > t.fisher_information(0.5)
+
+
+def test_analytic_templates_limits_and_information():
+    t = AnalyticTemplates(lambda y: 0.5 + y, lambda y: 1.5 - y)  # ratio in [1/3, 3]
+    assert t.positivity_limits() == pytest.approx((-0.5, 1.5))
+    assert t.fisher_information(0.5) == pytest.approx(1 / 3, rel=1e-8)
+    with pytest.raises(ValueError, match="hi > lo"):
+        AnalyticTemplates(np.ones_like, np.ones_like, (1, 0))
+
+
+@pytest.fixture(scope="module")
+def nn_like():
+    """Network-output-like samples: densities diverging at 0 (H) and 1 (A); information in the tails."""
+    rng = np.random.default_rng(7)
+    n = 100_000
+    ya, yh = rng.beta(2.5, 0.6, n), rng.beta(0.6, 2.5, n)
+    return ya, yh
+
+
+def _integral(tpl):
+    z = np.linspace(-30, 30, 600_001)  # nodes dense in logit space reach both boundaries
+    y = special.expit(z)
+    return np.trapezoid(tpl.pdf(y), y)
+
+
+@pytest.mark.parametrize("space", ["logit", "reflect"])
+def test_kde_integrates_to_one(nn_like, space):
+    ya, yh = nn_like
+    t = KDETemplates(np.r_[ya, yh], np.r_[np.ones(ya.size, bool), np.zeros(yh.size, bool)], space=space)
+    for tpl in (t.template_a, t.template_h):
+        assert _integral(tpl) == pytest.approx(1.0, abs=1e-4)
+        assert tpl.cdf(0.0) == pytest.approx(0.0, abs=1e-12) and tpl.cdf(1.0) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_logit_kde_matches_fine_histogram_including_edge_bins(nn_like):
+    for data in nn_like:
+        tpl = KDETemplate(data)  # defaults: logit space, Silverman bandwidth
+        edges = np.linspace(0, 1, 101)
+        counts, _ = np.histogram(data, edges)
+        expected = np.diff(tpl.cdf(edges)) * data.size  # KDE integrated over each bin
+        pull = (counts - expected) / np.sqrt(expected)
+        assert abs(pull[0]) < 3 and abs(pull[-1]) < 3  # the tails carry the information
+        assert (pull**2).sum() < 100 + 4 * np.sqrt(200)  # chi2 with 100 bins
+        # bin-averaged pdf equals the bin content (pdf and cdf agree)
+        mid = np.linspace(edges[50], edges[51], 201)
+        assert np.trapezoid(tpl.pdf(mid), mid) * data.size == pytest.approx(expected[50], rel=1e-3)
+
+
+def test_reflection_is_biased_at_a_divergent_boundary(nn_like):
+    """Why logit is the default: reflection flattens densities that diverge at 0 or 1."""
+    data = nn_like[1]
+    tpl = KDETemplate(data, space="reflect")
+    counts = np.histogram(data, np.linspace(0, 1, 101))[0]
+    expected = np.diff(tpl.cdf(np.linspace(0, 1, 101))) * data.size
+    assert abs((counts[0] - expected[0]) / np.sqrt(expected[0])) > 5
+
+
+def test_kde_templates_information_limits_and_settings(nn_like):
+    ya, yh = nn_like
+    y, is_a = np.r_[ya, yh], np.r_[np.ones(ya.size, bool), np.zeros(yh.size, bool)]
+    t = KDETemplates(y, is_a)
+    truth = AnalyticTemplates(stats.beta(2.5, 0.6).pdf, stats.beta(0.6, 2.5).pdf)
+    assert t.fisher_information(0.5) == pytest.approx(float(truth.fisher_information(0.5)), rel=0.03)
+    lo, hi = t.positivity_limits()
+    assert lo <= 0 and hi >= 1  # the ratio spans (almost) 0 .. inf for these densities
+    # an explicit bandwidth is used as given (logit units)
+    t2 = KDETemplates(y, is_a, bandwidth=0.3, grid_size=2048)
+    assert t2.bandwidths == (0.3, 0.3) and t2.grid.size == 2048
+    # non-overlapping-ratio templates give wide limits
+    rng = np.random.default_rng(0)
+    yy = rng.uniform(size=50_000)
+    lab = rng.uniform(size=yy.size) < 0.5
+    # the strict rule over the whole range: the outermost events belong to one class only
+    assert KDETemplates(yy, lab).positivity_limits() == pytest.approx((0.0, 1.0), abs=1e-3)
+    wlo, whi = KDETemplates(yy, lab, positivity_quantile=1e-3).positivity_limits()
+    assert wlo < -0.5 and whi > 1.5  # identical classes: limits far outside [0, 1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(y=[0.1, 1.2, 0.3], is_a=[True, False, True]), "inside \\[0, 1\\]"),
+        (dict(y=[0.1, 0.2], is_a=[True, True]), "both classes"),
+        (dict(y=[0.1, 0.2, 0.3], is_a=[True, False]), "one length"),
+        (dict(y=[0.1, 0.2, 0.3, 0.4], is_a=[True, False, True, False], bandwidth="wide"), "scott"),
+        (dict(y=[0.1, 0.2, 0.3, 0.4], is_a=[True, False, True, False], bandwidth=-1.0), "positive"),
+        (dict(y=[0.1, 0.2, 0.3, 0.4], is_a=[True, False, True, False], space="log"), "logit"),
+    ],
+)
+def test_kde_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        KDETemplates(**kwargs)

@@ -7,7 +7,7 @@ import pytest
 
 from hpcmix.generate.processes import load_catalogue
 from hpcmix.generate.pythia_task import ChunkSpec, GenerationError, generate_chunk
-from hpcmix.generate.run import derive_arrays, generation_task, plan_generation, run_generation
+from hpcmix.generate.run import derive_arrays, plan_generation, run_generation
 from hpcmix.generate.seeds import PYTHIA_SEED_MAX, pythia_seeds, smearing_rng
 from hpcmix.physics.features import FEATURE_NAMES, frame_transform
 from hpcmix.physics.layout import NU_MINUS, NU_PLUS, PI_MINUS, PI_PLUS

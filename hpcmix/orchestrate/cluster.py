@@ -35,13 +35,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
+
+from ..schema import REQUIRED as _REQUIRED
+from ..schema import ConfigError, Field, check_section
+from ..schema import is_int as _is_int
+from ..schema import is_positive_number as _is_number
+from ..schema import is_str as _is_str
+from ..schema import is_str_list as _is_str_list
+from ..schema import optional as _opt
+from ..schema import type_name as _type_name
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +89,7 @@ _PACKAGE_SITE_DIR = Path(__file__).resolve().parents[1] / "site_configs"
 # --------------------------------------------------------------------------
 # errors
 # --------------------------------------------------------------------------
-class SiteConfigError(ValueError):
+class SiteConfigError(ConfigError):
     """A site config file cannot be found, parsed or validated."""
 
 
@@ -99,39 +108,6 @@ class WorkerTimeoutError(ClusterStartError, TimeoutError):
 # --------------------------------------------------------------------------
 # schema
 # --------------------------------------------------------------------------
-_REQUIRED = object()
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One allowed key of a site config section."""
-
-    check: Callable[[Any], bool]
-    allowed: str  # what is allowed, in words (goes into error messages)
-    default: Any = _REQUIRED
-    doc: str = ""
-
-    @property
-    def required(self) -> bool:
-        return self.default is _REQUIRED
-
-
-def _is_int(v: Any, minimum: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str) and v.strip() != ""
-
-
-def _is_str_list(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, str) for x in v)
-
-
 def _is_bytes(v: Any) -> bool:
     if isinstance(v, bool):
         return False
@@ -181,10 +157,6 @@ def _is_walltime(v: Any) -> bool:
         return walltime_seconds(v) > 0
     except ValueError:
         return False
-
-
-def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
 
 
 _POOL_NAMES = ("cpu", "gpu")
@@ -279,37 +251,8 @@ _TOP_FIELDS: dict[str, dict[str, Field]] = {
 }
 
 
-def _type_name(v: Any) -> str:
-    return "null" if v is None else type(v).__name__
-
-
-def _check_section(
-    data: Mapping[str, Any],
-    fields: Mapping[str, Field],
-    *,
-    source: str,
-    prefix: str,
-    require: bool = True,
-) -> None:
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if key not in fields:
-            raise SiteConfigError(
-                f"{source}: unknown field '{name}' (value {value!r}); "
-                f"allowed fields{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(fields)}"
-            )
-        f = fields[key]
-        if not f.check(value):
-            raise SiteConfigError(
-                f"{source}: field '{name}' has value {value!r} ({_type_name(value)}); "
-                f"allowed: {f.allowed}"
-            )
-    if require:
-        for key, f in fields.items():
-            if f.required and key not in data:
-                raise SiteConfigError(
-                    f"{source}: missing required field '{prefix}{key}' ({f.allowed})"
-                )
+def _check_section(data, fields, *, source: str, prefix: str, require: bool = True) -> None:
+    check_section(data, fields, source=source, prefix=prefix, require=require, error=SiteConfigError)
 
 
 def _pool_defaults(kind: str, pool: str) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 # Small but real: 2 samples x 4 chunks of 500 selected events, fast profile,
@@ -37,3 +41,35 @@ def small_store(tmp_path_factory, small_plan, dask_client):
     report = run_generation(small_plan, path, client=dask_client, progress=False)
     assert report.chunks_run == small_plan.n_tasks
     return path
+
+
+# -- SLURM (the single-node cluster from .ci/slurm/start.sh) ----------------------------
+def _slurm_problem() -> str | None:
+    """Why the ci-slurm cluster is unusable here, or None."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "sinfo/sbatch not on PATH (install with .ci/slurm/install.sh)"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%R %a"], capture_output=True, text=True,
+                           timeout=20, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out after 20 s"
+    if r.returncode != 0:
+        return f"sinfo failed (exit {r.returncode}): {r.stderr.strip()}"
+    parts = dict(line.split() for line in r.stdout.splitlines() if line.strip())
+    missing = [p for p in ("debug", "gpu", "down") if p not in parts]
+    if missing:
+        return f"partitions {missing} missing (sinfo: {parts}); start SLURM with .ci/slurm/start.sh"
+    down = [p for p in ("debug", "gpu") if parts[p] != "up"]
+    if down:
+        return f"partitions {down} are not up (sinfo: {parts})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    problem = _slurm_problem()
+    if problem:
+        if os.environ.get("HPCMIX_REQUIRE_SLURM") == "1":
+            pytest.fail(f"HPCMIX_REQUIRE_SLURM=1 but SLURM is not usable: {problem}", pytrace=False)
+        pytest.skip(f"no SLURM controller reachable: {problem} "
+                    "(run .ci/slurm/start.sh; HPCMIX_REQUIRE_SLURM=1 makes this a failure)")

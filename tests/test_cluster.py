@@ -8,7 +8,6 @@ controller, unless ``HPCMIX_REQUIRE_SLURM=1`` (CI), where they fail instead.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -314,37 +313,6 @@ def test_local_wait_timeout_is_clear():
 # --------------------------------------------------------------------------
 # SLURM (the single-node cluster from .ci/slurm/start.sh)
 # --------------------------------------------------------------------------
-def _slurm_problem() -> str | None:
-    """Why the ci-slurm cluster is unusable here, or None."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "sinfo/sbatch not on PATH (install with .ci/slurm/install.sh)"
-    try:
-        r = subprocess.run(["sinfo", "-h", "-o", "%R %a"], capture_output=True, text=True,
-                           timeout=20, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return "sinfo timed out after 20 s"
-    if r.returncode != 0:
-        return f"sinfo failed (exit {r.returncode}): {r.stderr.strip()}"
-    parts = dict(line.split() for line in r.stdout.splitlines() if line.strip())
-    missing = [p for p in ("debug", "gpu", "down") if p not in parts]
-    if missing:
-        return f"partitions {missing} missing (sinfo: {parts}); start SLURM with .ci/slurm/start.sh"
-    down = [p for p in ("debug", "gpu") if parts[p] != "up"]
-    if down:
-        return f"partitions {down} are not up (sinfo: {parts})"
-    return None
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster():
-    problem = _slurm_problem()
-    if problem:
-        if os.environ.get("HPCMIX_REQUIRE_SLURM") == "1":
-            pytest.fail(f"HPCMIX_REQUIRE_SLURM=1 but SLURM is not usable: {problem}", pytrace=False)
-        pytest.skip(f"no SLURM controller reachable: {problem} "
-                    "(run .ci/slurm/start.sh; HPCMIX_REQUIRE_SLURM=1 makes this a failure)")
-
-
 def _slurm_overrides(log_dir: Path) -> dict:
     # Workers import hpcmix even when it is not pip-installed (source checkout).
     prologue = [f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}"]

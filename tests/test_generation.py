@@ -254,3 +254,16 @@ def test_catalogue_validates_process_fields():
         load_catalogue({"X": {"resonance": 1, "settings": [], "colour": "red"}})
     with pytest.raises(ValueError, match="missing required field 'resonance'"):
         load_catalogue({"X": {"settings": []}})
+
+
+def test_store_interrupted_while_laid_out_is_recreated(tmp_path):
+    import zarr
+
+    plan = plan_generation(samples=("H",), splits={"test": 10}, chunk_size=10, seed=1)
+    path = str(tmp_path / "s.zarr")
+    zarr.open_group(path, mode="w", attributes={"hpcmix_layout": "unfinished"})  # as a kill leaves it
+    assert EventStore.create(path, plan.layout).layout == plan.layout
+    foreign = str(tmp_path / "other.zarr")
+    zarr.open_group(foreign, mode="w")  # somebody else's store is never deleted
+    with pytest.raises(StoreMismatchError, match="not a readable hpcmix event store"):
+        EventStore.create(foreign, plan.layout)

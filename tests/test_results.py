@@ -7,8 +7,19 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from hpcmix.results import ResultsBuilder, gauss_fit_histogram, open_results, save_results
-from hpcmix.stats import PhiStarTemplates, draw_toys, fit_mixture, mixture_log_likelihood, toy_seed
+from hpcmix.results import (
+    ResultsBuilder,
+    gauss_fit_histogram,
+    open_results,
+    save_results,
+)
+from hpcmix.stats import (
+    PhiStarTemplates,
+    draw_toys,
+    fit_mixture,
+    mixture_log_likelihood,
+    toy_seed,
+)
 
 PHI = PhiStarTemplates(a=0.041)
 

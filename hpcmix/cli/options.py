@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import click
 import yaml
 
@@ -36,3 +38,84 @@ def load_processes_file(path: str | None) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("processes", {}), dict):
         raise click.BadParameter(f"{path}: expected a mapping with a 'processes:' mapping inside")
     return data.get("processes", {})
+
+
+# -- shared by the stage commands (train, templates, toys) -------------------------------------
+SMEARING_CHOICES = ("none", "detector")
+SMEARED = {"none": False, "detector": True}
+
+
+def open_store(path: str, *, splits=("train", "template", "test")):
+    """The finished event store at ``path``, or a click error that says what to do."""
+    import os
+
+    from ..store import EventStore
+
+    if not os.path.exists(path):
+        raise click.BadParameter(f"{path!r} does not exist; create an event store with 'hpcmix generate -o {path}'",
+                                 param_hint="STORE")
+    try:
+        store = EventStore(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise click.BadParameter(str(err), param_hint="STORE") from None
+    ranges = store.layout.split_ranges()
+    missing = [s for s in splits if s not in ranges]
+    if missing:
+        raise click.BadParameter(f"{path!r} has no split(s) {missing} (it has {list(ranges)}); generate a store "
+                                 "with train, template and test splits", param_hint="STORE")
+    unfinished = {s: int((~store.done_chunks(s)).sum()) for s in store.layout.samples}
+    if any(unfinished.values()):
+        todo = ", ".join(f"{s}: {n} of {store.layout.n_chunks} chunks" for s, n in unfinished.items() if n)
+        raise click.BadParameter(f"the event store {path!r} is not complete ({todo} unfinished); run "
+                                 "'hpcmix generate' again with the settings it was made with to finish it",
+                                 param_hint="STORE")
+    return store
+
+
+def store_samples(store, text: str | None) -> tuple[str, str]:
+    """``--samples H,A`` (alpha = 0 component, alpha = 1 component); default: the store's two samples."""
+    have = list(store.layout.samples)
+    if text is None:
+        if len(have) != 2:
+            raise click.BadParameter(f"the store has {len(have)} samples {have}; choose two with --samples H,A",
+                                     param_hint="--samples")
+        return tuple(have)
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if len(names) != 2 or names[0] == names[1]:
+        raise click.BadParameter(f"{text!r}: give two distinct samples, alpha = 0 component first, e.g. H,A",
+                                 param_hint="--samples")
+    unknown = [s for s in names if s not in have]
+    if unknown:
+        raise click.BadParameter(f"sample(s) {unknown} are not in the store; it has {have}", param_hint="--samples")
+    return tuple(names)
+
+
+def parse_number_list(text: str, kind: type, option: str, *, minimum=None, maximum=None, what: str = "") -> list:
+    """'0.5,0.7,0.9' -> [0.5, 0.7, 0.9]: non-empty, distinct, each within [minimum, maximum]."""
+    try:
+        values = [kind(p) for p in text.replace(" ", "").split(",") if p]
+    except ValueError:
+        values = None
+    if not values:
+        raise click.BadParameter(f"{text!r}: give comma-separated {kind.__name__}s, e.g. {what}", param_hint=option)
+    if len(set(values)) != len(values):
+        raise click.BadParameter(f"{text!r}: the values must be distinct", param_hint=option)
+    bad = [v for v in values if (minimum is not None and v < minimum) or (maximum is not None and v > maximum)]
+    if bad or any(kind is float and math.isnan(v) for v in values):
+        lo = "-inf" if minimum is None else minimum
+        hi = "inf" if maximum is None else maximum
+        raise click.BadParameter(f"{text!r}: value(s) {bad} outside [{lo}, {hi}]", param_hint=option)
+    return values
+
+
+def replace_done_folder(folder: str, overwrite: bool, what: str, command: str) -> None:
+    """Refuse to overwrite a finished stage folder unless asked; when asked, drop its done.json first."""
+    import os
+
+    from ..orchestrate import stages
+
+    if stages.is_done(folder):
+        if not overwrite:
+            raise click.UsageError(f"{folder} already holds {what} (done.json); pass --overwrite to replace it "
+                               f"or choose another --out for '{command}'")
+        os.remove(os.path.join(folder, stages.DONE_FILE))

@@ -8,6 +8,7 @@ and writes its own region. Done chunks are skipped on a rerun.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -140,7 +141,7 @@ def generation_task(store_path: str, spec: ChunkSpec, study_seed: int, smearing:
         "sigma_err": truth.sigma_err_mb, "seconds": truth.seconds + (time.perf_counter() - t0),
     })
     return {"sample": spec.sample, "chunk": spec.chunk, "cutflow": truth.cutflow,
-            "seconds": truth.seconds + (time.perf_counter() - t0)}
+            "seconds": truth.seconds + (time.perf_counter() - t0), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class GenerationReport:
     task_seconds: float
     events_tried: int = 0
     events_selected: int = 0
+    slurm_jobs: tuple[str, ...] = ()      # SLURM jobs whose workers ran the tasks (empty off SLURM)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -212,6 +214,7 @@ def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwr
         task_seconds=sum(r["seconds"] for r in results),
         events_tried=sum(r["cutflow"]["tried"] for r in results),
         events_selected=sum(r["cutflow"][CUTFLOW_STEPS[-1]] for r in results),
+        slurm_jobs=tuple(sorted({r["slurm_job_id"] for r in results if r.get("slurm_job_id")})),
     )
 
 

@@ -111,6 +111,8 @@ class StudyOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    slurm_jobs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> SLURM jobs that ran it
+    training: dict[str, dict] = field(default_factory=dict)               # smearing -> train stage record
 
 
 def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str], None] = print,
@@ -137,11 +139,12 @@ def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str
 
 
 def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
-    job, seconds, skipped, notes = plan.job, {}, {}, []
+    job, seconds, skipped, notes, slurm_jobs = plan.job, {}, {}, [], {}
 
     t0 = time.perf_counter()
     report = run_generation(plan.generation, plan.events, client=pools.cpu.client, progress=progress)
     seconds["generate"], skipped["generate"] = time.perf_counter() - t0, report.chunks_skipped
+    slurm_jobs["generate"] = report.slurm_jobs
     echo(report.format())
 
     t0 = time.perf_counter()
@@ -189,8 +192,10 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
     futures = {(cell, b): pools.cpu.client.submit(_toys_and_save, cell, b, n, job.seed, pure=False,
                                                   key=f"toys-{os.path.basename(cell.folder)}-{b}")
                for cell, b, n in tasks}
+    toy_jobs = set()
     for _, fut in _progress(futures, "toys", progress):
-        fut.result()
+        toy_jobs.add(fut.result()[1])
+    slurm_jobs["toys"] = tuple(sorted(j for j in toy_jobs if j))
     seconds["toys"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -205,8 +210,11 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
     t0 = time.perf_counter()
     table, figures = write_report(ds, plan.report, templates=templates)
     seconds["report"] = time.perf_counter() - t0
+    training = {sm: stages.read_done(d) for sm, d in plan.models.items()}
+    slurm_jobs["train"] = tuple(sorted({t["worker"]["slurm_job_id"] for t in training.values()
+                                        if t["worker"].get("slurm_job_id")}))
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
-                        seconds=seconds, skipped=skipped, notes=notes)
+                        seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training)
 
 
 def _pool_sizes(plan: StudyPlan) -> str:
@@ -218,7 +226,7 @@ def _batch_file(cell: ToyCell, batch: int) -> str:
     return os.path.join(cell.folder, f"batch-{batch:05d}.pkl")
 
 
-def _toys_and_save(cell: ToyCell, batch: int, n_toys: int, seed: int) -> str:
+def _toys_and_save(cell: ToyCell, batch: int, n_toys: int, seed: int) -> tuple[str, str | None]:
     """Toy task plus an atomic write of its result, so a rerun skips finished batches."""
     out = stages.toys_task(cell.template_dir, cell.method, cell.smearing, cell.alpha, cell.n_events, n_toys,
                            batch, seed)
@@ -227,27 +235,41 @@ def _toys_and_save(cell: ToyCell, batch: int, n_toys: int, seed: int) -> str:
     with open(path + ".tmp", "wb") as f:
         pickle.dump(out, f)
     os.replace(path + ".tmp", path)
-    return path
+    return path, os.environ.get("SLURM_JOB_ID")
 
 
 def _aggregate(plan: StudyPlan):
     """Collect every toy batch into the results Dataset (Zarr) with templates and one example curve."""
+    job = plan.job
+    return aggregate_toys(plan.templates, plan.cells, methods=job.toys["methods"], smearings=job.smearing,
+                          alphas=job.toys["alpha"], n_events=job.toys["n_events"], n_toys=job.toys["n_toys"],
+                          seed=job.seed, path=plan.results,
+                          attrs={"study": job.name, "job": job.to_json(), "events": plan.events,
+                                 "event_store_fingerprint": plan.generation.layout.fingerprint(),
+                                 "models": plan.models,
+                                 "templates": {"/".join(k): v for k, v in plan.templates.items()}})
+
+
+def aggregate_toys(template_dirs, cells, *, methods, smearings, alphas, n_events, n_toys: int, seed: int, path,
+                   attrs=None):
+    """Collect the toy batches of ``cells`` into the results Dataset, saved at ``path`` (Zarr).
+
+    ``template_dirs``: {(method, smearing): templates folder}; ``cells``: ToyCells whose batch
+    files are all written. Adds the templates and one example likelihood curve per templates
+    folder. Shared by ``hpcmix run`` and ``hpcmix toys``; returns (the Dataset reopened from
+    ``path``, {(method, smearing): templates}).
+    """
     from ..results.dataset import ResultsBuilder, save_results
     from ..stats.fitter import mixture_log_likelihood
 
-    job = plan.job
-    builder = ResultsBuilder(methods=job.toys["methods"], smearings=job.smearing, alphas=job.toys["alpha"],
-                             n_events=job.toys["n_events"], n_toys=job.toys["n_toys"],
-                             attrs={"study": job.name, "job": job.to_json(), "events": plan.events,
-                                    "event_store_fingerprint": plan.generation.layout.fingerprint(),
-                                    "models": plan.models,
-                                    "templates": {"/".join(k): v for k, v in plan.templates.items()}})
+    builder = ResultsBuilder(methods=methods, smearings=smearings, alphas=alphas, n_events=n_events,
+                             n_toys=n_toys, attrs=attrs)
     templates = {}
-    for (method, sm), d in plan.templates.items():
+    for (method, sm), d in template_dirs.items():
         t = stages.load_templates(d)
         templates[(method, sm)] = t
         builder.add_templates(method, sm, t)
-    for cell in plan.cells:
+    for cell in cells:
         t = templates[(cell.method, cell.smearing)]
         bound = float(np.asarray(t.cramer_rao_bound(cell.alpha, cell.n_events)))
         offset = 0
@@ -259,24 +281,24 @@ def _aggregate(plan: StudyPlan):
             offset += n
     # Fig. 6: -2 Delta lnL of one test set (the first toy of the middle cell), per method and smearing
     alpha_grid = np.linspace(-0.5, 1.5, 401)
-    mid_alpha = job.toys["alpha"][len(job.toys["alpha"]) // 2]
-    mid_n = job.toys["n_events"][len(job.toys["n_events"]) // 2]
-    for (method, sm), d in plan.templates.items():
+    mid_alpha = alphas[len(alphas) // 2]
+    mid_n = n_events[len(n_events) // 2]
+    for (method, sm), d in template_dirs.items():
         pool = np.load(os.path.join(d, stages.POOL_FILE))
         from ..stats.toys import draw_toys, toy_seed
 
         draw = draw_toys(pool["pa_a"].size, pool["pa_h"].size, alpha=mid_alpha, n_events=mid_n, n_toys=1,
-                         rng=toy_seed(job.seed, "example", "curve", mid_alpha, mid_n, 0))
+                         rng=toy_seed(seed, "example", "curve", mid_alpha, mid_n, 0))
         lo, hi = stages.read_done(d)["positivity_limits"]
         grid = alpha_grid[(alpha_grid >= lo) & (alpha_grid <= hi)]
         lnl = mixture_log_likelihood(draw.gather(pool["pa_a"], pool["pa_h"]),
                                      draw.gather(pool["ph_a"], pool["ph_h"]), grid)[0]
         builder.add_curve(method, sm, grid, -2 * (lnl - lnl.max()), alpha=mid_alpha, n_events=mid_n)
     ds = builder.to_dataset()
-    save_results(ds, plan.results)
+    save_results(ds, path)
     from ..results.dataset import open_results
 
-    return open_results(plan.results), templates
+    return open_results(path), templates
 
 
 def _link_results(plan: StudyPlan) -> str:

@@ -64,6 +64,12 @@ def train_task(store_path: str, samples: Sequence[str], smeared: bool, feature_n
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
                                             "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
     info["worker"] = worker_info()
+    if info["worker"]["slurm_job_id"]:
+        # what SLURM itself says this job holds (scontrol), not what we asked for
+        from .cluster import slurm_job_gres
+
+        gres = slurm_job_gres()
+        info["slurm_gres"] = {k: v for k, v in gres.items() if k != "raw"}
     return mark_done(out_dir, info)
 
 

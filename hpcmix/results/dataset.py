@@ -136,7 +136,7 @@ class ResultsBuilder:
         short = int(self.pool_short.sum())
         ds.attrs.update({
             "title": "hpcmix mixture-fraction toy study",
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "hpcmix_version": __version__,
             "estimator": "unbinned ML, p = alpha p_A + (1 - alpha) p_H, alpha bounded by template positivity",
             "interval": "Delta(-2 ln L) = 1",

@@ -11,12 +11,12 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from scipy import stats
 
-from . import accessor  # noqa: E402,F401  (registers ds.mixture)
+from . import accessor  # noqa: F401  (registers ds.mixture)
 
 __all__ = ["write_report"]
 
@@ -69,7 +69,7 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
                         continue
                     c = summ.sel({"method": m, "smearing": s, "alpha": a, "n_events": n})
                     mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
-                    h, edges, _ = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
+                    _, edges, _ = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
                     if np.isfinite(sig) and sig > 0:
                         grid = np.linspace(edges[0], edges[-1], 300)
                         ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),

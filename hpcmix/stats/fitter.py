@@ -296,7 +296,7 @@ def _fit_block(w, lim_lo, lim_hi, alpha_true, tol, max_iter):
             x0 = alpha_hat[r] + _series_crossing(p2[r], p3[r], p4[r], sigma_hat[r], side)
             x0 = np.where((x0 - a) * (x0 - b) < 0, x0, 0.5 * (a + b))
             ref = l_hat[r] - 0.5
-            x, _, _ = _newton_bracket(lambda rr, xx, idx: rr.level(xx, ref[idx]), sub, a, b, x0,
+            x, _, _ = _newton_bracket(lambda rr, xx, idx, ref=ref: rr.level(xx, ref[idx]), sub, a, b, x0,
                                       False, tol, max_iter)
             end[r] = x
         interval.append(end)

@@ -121,6 +121,9 @@ class EventStore:
         the error says what differs and how to proceed.
         """
         path = os.fspath(path)
+        if os.path.exists(path) and _layout_unfinished(path):
+            # killed while laying out: no task can have written into it yet
+            shutil.rmtree(path)
         if os.path.exists(path):
             if overwrite:
                 shutil.rmtree(path)
@@ -151,7 +154,7 @@ class EventStore:
         n, c, nc = layout.n_events, layout.chunk_size, layout.n_chunks
         nf, ns = len(layout.feature_names), len(layout.cutflow_steps)
         split_of_chunk = [name for name, k in layout.split_chunks for _ in range(k)]
-        zarr.open_group(path, mode="w")
+        zarr.open_group(path, mode="w", attributes={"hpcmix_layout": "unfinished"})
         for sample in layout.samples:
             ds = xr.Dataset(
                 {
@@ -190,6 +193,7 @@ class EventStore:
         root = zarr.open_group(path, mode="r+")
         from .. import __version__
 
+        # written last: a store without it was interrupted while being laid out
         root.attrs["hpcmix"] = {"format": STORE_FORMAT, "layout": layout.to_json(), "fingerprint": layout.fingerprint(),
                                 "hpcmix_version": __version__}
 
@@ -285,6 +289,16 @@ class EventStore:
         sig, err = g["sigma_gen"][:][done], g["sigma_err"][:][done]
         w = tried / tried.sum()
         return float((w * sig).sum()), float(np.sqrt(((w * err) ** 2).sum()))
+
+
+def _layout_unfinished(path: str) -> bool:
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception:
+        return False
+    return attrs.get("hpcmix_layout") == "unfinished" and "hpcmix" not in attrs
 
 
 def _describe_difference(old: Any, new: Any, prefix: str = "") -> str:

@@ -1,0 +1,101 @@
+"""``hpcmix templates STORE --method phi_star|nn``: p_H, p_A and the test-pool densities for the toy fits."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+
+import click
+
+from .options import SMEARED, SMEARING_CHOICES, open_store, replace_done_folder, store_samples
+
+
+def _bandwidth(text: str | None):
+    if text is None or text in ("scott", "silverman"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise click.BadParameter(f"{text!r}: give scott, silverman or a number > 0 (estimation-space units)",
+                                 param_hint="--bandwidth")
+    return value
+
+
+@click.command("templates")
+@click.argument("store", type=click.Path(file_okay=False))
+@click.option("--method", type=click.Choice(["phi_star", "nn"]), required=True,
+              help="phi_star: the analytic phi* model (a, c fitted on the train split); "
+                   "nn: KDEs of the network output on the template split.")
+@click.option("--model", type=click.Path(file_okay=False), default=None,
+              help="Model folder from 'hpcmix train' (required for --method nn).")
+@click.option("--smearing", type=click.Choice(SMEARING_CHOICES), default=None,
+              help="Features without or with detector smearing. [default: the model's smearing, else none]")
+@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
+              help="Templates folder. [default: <store folder>/templates/<method>-<smearing>]")
+@click.option("--samples", default=None, help="alpha = 0 and alpha = 1 samples, e.g. H,A. "
+                                               "[default: the model's, else the store's two]")
+@click.option("--bandwidth", default=None,
+              help="nn: KDE bandwidth, scott, silverman or a number. [default: hpcmix.templates.bandwidth]")
+@click.option("--space", type=click.Choice(["logit", "reflect"]), default=None,
+              help="nn: how the KDE handles the [0, 1] range. [default: hpcmix.templates.space]")
+@click.option("--overwrite", is_flag=True, help="Replace finished templates in --out.")
+def templates(store, method, model, smearing, out, samples, bandwidth, space, overwrite):
+    """Build the H and A templates of one method and evaluate them on every test-split event.
+
+    The folder (templates.pkl, test_pool.npz, done.json) is what 'hpcmix toys' fits.
+    """
+    from ..orchestrate import stages
+
+    bandwidth = _bandwidth(bandwidth)
+    model_info = {}
+    if method == "nn":
+        if model is None:
+            raise click.UsageError("--method nn needs --model DIR, a folder written by 'hpcmix train' "
+                                   "(e.g. hpcmix train STORE --out DIR)")
+        if not os.path.isdir(model):
+            raise click.BadParameter(f"{model!r} does not exist; train a classifier with 'hpcmix train'",
+                                     param_hint="--model")
+        if not stages.is_done(model):
+            raise click.BadParameter(f"{model!r} holds no finished classifier (no done.json); train one with "
+                                     "'hpcmix train'", param_hint="--model")
+        model_info = stages.read_done(model)
+    else:
+        unused = [name for name, v in (("--model", model), ("--bandwidth", bandwidth), ("--space", space))
+                  if v is not None]
+        if unused:
+            raise click.UsageError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
+                                   "for --method nn only; leave it out with --method phi_star")
+    ev = open_store(store, splits=("train", "template", "test") if method == "nn" else ("train", "test"))
+    pair = store_samples(ev, samples if samples is not None or "samples" not in model_info
+                         else ",".join(model_info["samples"]))
+    smearing = smearing or model_info.get("smearing", "none")
+    if model_info.get("smearing") not in (None, smearing):
+        click.echo(f"note: the model was trained with smearing {model_info['smearing']}; "
+                   f"templates use smearing {smearing}")
+    if model_info.get("event_store_fingerprint") not in (None, ev.layout.fingerprint()):
+        click.echo(f"note: the model was trained on another event store ({model_info.get('store')})")
+    out = out or os.path.join(os.path.dirname(os.path.abspath(store)), "templates", f"{method}-{smearing}")
+    replace_done_folder(out, overwrite, "finished templates", "hpcmix templates")
+
+    click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
+    settings = {"bandwidth": bandwidth, "space": space}
+    try:
+        info = stages.templates_task(ev.path, pair, SMEARED[smearing], method, model, settings, out)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    info = stages.mark_done(out, {**info, "smearing": smearing, "store": os.path.abspath(ev.path),
+                                  "event_store_fingerprint": ev.layout.fingerprint(), "samples": list(pair),
+                                  "model": os.path.abspath(model) if model else None,
+                                  "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    if method == "phi_star":
+        click.echo(f"a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
+    else:
+        h_a, h_h = info["bandwidths"]
+        click.echo(f"KDE bandwidths ({info['space']} space): A {h_a:.4g}, H {h_h:.4g}")
+    lo, hi = info["positivity_limits"]
+    click.echo(f"positivity limits of alpha: [{lo:.4g}, {hi:.4g}]; test pool {info['n_pool_h']} "
+               f"{pair[0]} + {info['n_pool_a']} {pair[1]} events")
+    click.echo(f"templates: {out}")
+    click.echo(f"next     : hpcmix toys {out} --alpha 0.5,0.7,0.9 --n-events 20,100,500 --n-toys 1000")

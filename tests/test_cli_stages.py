@@ -1,0 +1,178 @@
+"""The stage commands on their own: hpcmix train / templates / toys / report on an existing store."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from hpcmix.cli import cli
+
+TOYS = ["--alpha", "0.5,0.9", "--n-events", "20,100", "--n-toys", "40", "--batch-size", "15", "--seed", "7",
+        "--no-progress"]
+
+
+def invoke(*args, ok: bool = True):
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    else:
+        assert res.exit_code == 2, res.output + repr(res.exception)   # a usage error, raised before any work
+    return res
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli_study")
+
+
+@pytest.fixture(scope="module")
+def phi_star_dir(small_store, study_dir):
+    out = study_dir / "templates" / "phi_star-none"
+    res = invoke("templates", small_store, "--method", "phi_star", "--out", out)
+    assert "a = " in res.output and "c = " in res.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_store, study_dir):
+    pytest.importorskip("keras")
+    out = study_dir / "models" / "none"
+    res = invoke("train", small_store, "--set", "hidden_layers=16,16", "--set", "max_epochs=2",
+                 "--set", "batch_norm=false", "--seed", "3", "--out", out)
+    assert "ROC AUC" in res.output and "device" in res.output and str(out) in res.output
+    return out
+
+
+# -- the chain: train -> templates (nn, phi*) -> toys -> report ---------------------------------
+@pytest.mark.tensorflow
+def test_train_writes_model_and_provenance(model_dir, small_store):
+    for name in ("classifier.keras", "standardiser.json", "history.json", "metrics.json", "done.json"):
+        assert (model_dir / name).exists(), name
+    done = json.loads((model_dir / "done.json").read_text())
+    assert done["smearing"] == "none" and done["samples"] == ["H", "A"] and done["seed"] == 3
+    assert done["classifier"] == {"hidden_layers": [16, 16], "max_epochs": 2, "batch_norm": False}
+    assert done["epochs_run"] <= 2 and 0 <= done["roc_auc"] <= 1
+    assert done["store"] == os.path.abspath(small_store) and len(done["features"]) == 25
+
+
+@pytest.mark.tensorflow
+def test_nn_templates_toys_and_report(model_dir, phi_star_dir, small_store, study_dir):
+    nn_dir = study_dir / "templates" / "nn-none"
+    res = invoke("templates", small_store, "--method", "nn", "--model", model_dir, "--bandwidth", "scott",
+                 "--out", nn_dir)
+    assert "KDE bandwidths (logit space)" in res.output
+    done = json.loads((nn_dir / "done.json").read_text())
+    assert done["method"] == "nn" and done["smearing"] == "none" and done["model"] == str(model_dir)
+    assert {"templates.pkl", "test_pool.npz"} <= set(os.listdir(nn_dir))
+
+    # method and smearing come from done.json; the results go next to templates/ by default
+    res = invoke("toys", nn_dir, phi_star_dir, *TOYS)
+    assert "| method, smearing | alpha = 0.5 | alpha = 0.9 |" in res.output
+    assert "in this process" in res.output
+    results = study_dir / "results.zarr"
+    assert results.exists()
+    from hpcmix.results import open_results
+
+    ds = open_results(results)
+    assert ds["alpha_hat"].dims == ("method", "smearing", "alpha", "n_events", "toy")
+    assert list(ds["method"].values) == ["phi_star", "nn"] and list(ds["smearing"].values) == ["none"]
+    assert ds["alpha"].values.tolist() == [0.5, 0.9] and ds["n_events"].values.tolist() == [20, 100]
+    assert ds.sizes["toy"] == 40 and (ds["n_toys_filled"] == 40).all()
+    assert np.isfinite(ds["alpha_hat"].values).all()
+    assert np.isfinite(ds["cramer_rao"].values).all()
+
+    res = invoke("report", results, "--out", study_dir / "report")
+    assert "figures written" in res.output and (study_dir / "report" / "table1.md").exists()
+
+
+# -- without TensorFlow -------------------------------------------------------------------------
+def test_phi_star_toys_rerun_skips_batches_and_matches(phi_star_dir, tmp_path):
+    out = tmp_path / "r" / "results.zarr"
+    first = invoke("toys", phi_star_dir, *TOYS, "--out", out)
+    assert "12 batch(es) to fit" in first.output
+    from hpcmix.results import open_results
+
+    a = open_results(out)
+    again = invoke("toys", phi_star_dir, *TOYS, "--out", out)
+    assert "0 batch(es) to fit, 12 already done" in again.output
+    b = open_results(out)
+    np.testing.assert_array_equal(a["alpha_hat"].values, b["alpha_hat"].values)
+    assert list(a["method"].values) == ["phi_star"]
+
+
+def test_toys_on_a_local_cluster_match_in_process(phi_star_dir, tmp_path):
+    from hpcmix.results import open_results
+
+    args = ["--alpha", "0.7", "--n-events", "50", "--n-toys", "30", "--batch-size", "10", "--no-progress"]
+    invoke("toys", phi_star_dir, *args, "--out", tmp_path / "a" / "results.zarr", "-w", "0")
+    res = invoke("toys", phi_star_dir, *args, "--out", tmp_path / "b" / "results.zarr", "-w", "1")
+    assert "local Dask cluster (1 worker)" in res.output
+    a, b = (open_results(tmp_path / k / "results.zarr") for k in "ab")
+    np.testing.assert_array_equal(a["alpha_hat"].values, b["alpha_hat"].values)
+
+
+def test_templates_refuse_a_finished_folder_without_overwrite(small_store, phi_star_dir):
+    res = invoke("templates", small_store, "--method", "phi_star", "--out", phi_star_dir, ok=False)
+    assert "already holds finished templates" in res.output and "--overwrite" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "wings=3"], "valid keys: hidden_layers, activation"),
+    (["--set", "max_epochs=two"], "max_epochs takes an integer"),
+    (["--set", "hidden_layers=16,x"], "comma-separated integers"),
+    (["--set", "dropout=1.5"], "dropout must be in [0, 1)"),
+    (["--set", "seed=3"], "--seed"),
+    (["--set", "max_epochs"], "KEY=VALUE"),
+    (["--features", "pi_plus_px,nonsense"], "unknown feature name(s) ['nonsense']"),
+    (["--samples", "H,Z"], "not in the store"),
+])
+def test_train_errors(small_store, args, message):
+    res = invoke("train", small_store, *args, ok=False)
+    assert message in res.output
+
+
+def test_store_errors(tmp_path, small_plan):
+    res = invoke("train", tmp_path / "missing.zarr", ok=False)
+    assert "does not exist" in res.output and "hpcmix generate" in res.output
+    from hpcmix.store import EventStore
+
+    partial = tmp_path / "partial.zarr"
+    EventStore.create(partial, small_plan.layout)     # laid out, nothing generated
+    res = invoke("templates", partial, "--method", "phi_star", ok=False)
+    assert "not complete" in res.output and "hpcmix generate" in res.output
+    (tmp_path / "plain").mkdir()
+    res = invoke("templates", tmp_path / "plain", "--method", "phi_star", ok=False)
+    assert "no hpcmix event store" in res.output
+
+
+def test_templates_errors(small_store, tmp_path):
+    res = invoke("templates", small_store, "--method", "nn", ok=False)
+    assert "--method nn needs --model" in res.output
+    res = invoke("templates", small_store, "--method", "nn", "--model", tmp_path, ok=False)
+    assert "no finished classifier" in res.output
+    res = invoke("templates", small_store, "--method", "phi_star", "--bandwidth", "0.3", ok=False)
+    assert "--bandwidth is for --method nn only" in res.output
+    res = invoke("templates", small_store, "--method", "nn", "--model", tmp_path, "--bandwidth", "-1", ok=False)
+    assert "scott, silverman or a number > 0" in res.output
+
+
+def test_toys_errors(phi_star_dir, tmp_path):
+    for alpha in ("0.5,1.2", "-0.1", "0.5,0.5", "half"):
+        res = invoke("toys", phi_star_dir, "--alpha", alpha, ok=False)
+        assert "--alpha" in res.output
+    assert "outside [0.0, 1.0]" in invoke("toys", phi_star_dir, "--alpha", "0.5,1.2", ok=False).output
+    assert "outside [1, inf]" in invoke("toys", phi_star_dir, "--n-events", "0", ok=False).output
+    assert "at least 1 toy" in invoke("toys", phi_star_dir, "--n-toys", "0", ok=False).output
+    res = invoke("toys", tmp_path / "nowhere", ok=False)
+    assert "does not exist" in res.output and "hpcmix templates" in res.output
+    res = invoke("toys", tmp_path, ok=False)
+    assert "not a finished templates folder" in res.output
+    res = invoke("toys", phi_star_dir, phi_star_dir, ok=False)
+    assert "pass one folder per (method, smearing)" in res.output
+    res = invoke("toys", phi_star_dir, "--out", tmp_path, ok=False)
+    assert "not a Zarr store" in res.output
+    assert "Missing argument" in invoke("toys", ok=False).output

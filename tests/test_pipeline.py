@@ -1,0 +1,238 @@
+"""``hpcmix run`` end to end: local cluster, SLURM through dask-jobqueue, resume after a kill, bad job files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from hpcmix.orchestrate.jobs import load_job
+from hpcmix.orchestrate.pipeline import plan_study, run_study
+from hpcmix.schema import ConfigError
+
+TINY_JOB = """
+name: tiny
+output: {out}
+seed: 11
+generate:
+  profile: fast
+  chunk_size: 250
+  events: {{train: 500, template: 250, test: 250}}
+smearing: [none, detector]
+classifier: {{hidden_layers: [16, 16], max_epochs: 2, batch_size: 128}}
+toys:
+  methods: [phi_star, nn]
+  alpha: [0.5, 0.9]
+  n_events: [20, 50]
+  n_toys: {n_toys}
+  batch_size: 20
+"""
+
+
+def _job_file(tmp_path, name="job.yaml", out="out", n_toys=40):
+    path = tmp_path / name
+    path.write_text(TINY_JOB.format(out=tmp_path / out, n_toys=n_toys))
+    return str(path)
+
+
+def _quiet(_msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    job = load_job(_job_file(tmp))
+    return tmp, job, run_study(job, site="local", progress=False, echo=_quiet)
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_local_run_produces_the_results_table(local_run):
+    _, job, outcome = local_run
+    ds = xr.open_zarr(outcome.results_path, consolidated=False)
+    assert dict(ds.sizes) == {"method": 2, "smearing": 2, "alpha": 2, "n_events": 2, "toy": 40} | {
+        k: v for k, v in ds.sizes.items() if k not in ("method", "smearing", "alpha", "n_events", "toy")}
+    assert list(ds.method.values) == ["phi_star", "nn"] and list(ds.smearing.values) == ["none", "detector"]
+    a_hat = ds.alpha_hat.values
+    assert np.isfinite(a_hat).all()
+    # phi* is sensitive to alpha even at this size: 160 toys per alpha give a mean to about +-0.06
+    # (select with a dict: `method` is also a keyword of .sel)
+    mean = ds.alpha_hat.sel({"method": "phi_star", "smearing": "none"}).mean(("n_events", "toy")).values
+    assert mean[1] - mean[0] > 0.1, mean
+    assert "phi_star, none" in outcome.table and "nn, detector" in outcome.table
+    assert {os.path.basename(f) for f in outcome.figures} >= {"lr_stat_chi2.png", "likelihood_curves.png",
+                                                                "templates_nn_none.png"}
+    assert all(os.path.getsize(f) > 1000 for f in outcome.figures)
+    assert set(outcome.training) == {"none", "detector"}
+    assert all(0.3 < t["roc_auc"] < 0.8 for t in outcome.training.values())
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_rerun_skips_everything_and_a_changed_toy_setting_redoes_only_toys(local_run):
+    tmp, job, first = local_run
+    again = run_study(job, site="local", progress=False, echo=_quiet)
+    assert again.skipped == {"generate": 8, "train": 2, "templates": 4, "toys": len(first.plan.cells) * 2}
+    a = xr.open_zarr(first.results_path, consolidated=False).alpha_hat.values
+    b = xr.open_zarr(again.results_path, consolidated=False).alpha_hat.values
+    assert np.array_equal(a, b)
+    more = load_job(_job_file(tmp, "more.yaml", n_toys=60))
+    changed = run_study(more, site="local", progress=False, echo=_quiet)
+    assert changed.skipped["generate"] == 8 and changed.skipped["train"] == 2 and changed.skipped["templates"] == 4
+    assert changed.skipped["toys"] == 0 and changed.plan.results != first.plan.results
+    assert xr.open_zarr(changed.results_path, consolidated=False).sizes["toy"] == 60
+
+
+@pytest.mark.slow
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_client_killed_after_generation_resumes_without_regenerating(tmp_path, local_run):
+    """Kill the `hpcmix run` client once the event store is complete; the rerun gives identical results."""
+    from hpcmix.store import EventStore
+
+    job_file = _job_file(tmp_path)
+    plan = plan_study(load_job(job_file))
+    log = tmp_path / "first-run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hpcmix", "run", job_file, "--no-progress"],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if EventStore(plan.events).is_complete():
+                    break
+            except (FileNotFoundError, ValueError):  # not laid out yet
+                pass
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.2)
+        else:
+            pytest.fail("generation did not finish in 300 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the client and its local cluster, as a node failure would
+        proc.wait()
+    stamps = {f: os.stat(os.path.join(r, f)).st_mtime_ns for r, _, fs in os.walk(plan.events) for f in fs}
+    rerun = subprocess.run([sys.executable, "-m", "hpcmix", "run", job_file, "--no-progress"],
+                           capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "already done: generate 8" in rerun.stdout
+    assert stamps == {f: os.stat(os.path.join(r, f)).st_mtime_ns for r, _, fs in os.walk(plan.events) for f in fs}
+    _, _, uninterrupted = local_run
+    a = xr.open_zarr(uninterrupted.plan.results, consolidated=False)  # not the link: a later test repoints it
+    b = xr.open_zarr(os.path.join(tmp_path, "out", "results.zarr"), consolidated=False)
+    for name in ("alpha_hat", "sigma_hat", "lr_stat"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+@pytest.mark.slurm
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_slurm_run_generates_on_cpu_jobs_and_trains_on_the_gpu_job(tmp_path, slurm_cluster):
+    job = load_job(_job_file(tmp_path))
+    outcome = run_study(job, site="ci-slurm", progress=False, echo=_quiet)
+    assert outcome.slurm_jobs["generate"], "generation tasks must run in SLURM jobs"
+    assert outcome.slurm_jobs["toys"], "toy tasks must run in SLURM jobs"
+    for smearing, record in outcome.training.items():
+        gres = record["slurm_gres"]  # read by scontrol on the worker while training
+        assert gres["gpus"] == 1 and gres["partition"] == "gpu", (smearing, gres)
+        assert record["worker"]["slurm_job_id"] not in outcome.slurm_jobs["generate"]
+    ds = xr.open_zarr(outcome.results_path, consolidated=False)
+    assert np.isfinite(ds.alpha_hat.values).all() and "nn, detector" in outcome.table
+
+
+# -- job-file validation: one clear error naming the file, the field and what is allowed ----------
+
+GOOD = {"name": "x", "generate": {"events": {"train": 10, "template": 10, "test": 10}},
+        "toys": {"alpha": [0.5], "n_events": [10], "n_toys": 5}}
+
+
+def _with(path, value):
+    import copy
+
+    job = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    node = job
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return job
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("name", _DELETE, r"missing required field 'name'"),
+    ("seed", -1, r"field 'seed' has value -1 .*an integer >= 0"),
+    ("seed", "abc", r"field 'seed' has value 'abc' \(str\)"),
+    ("colour", "red", r"unknown field 'colour'.*allowed fields: name, "),
+    ("generate.profile", "turbo", r"field 'generate.profile' has value 'turbo'.*'full' or 'fast'"),
+    ("generate.chunk_size", 0, r"field 'generate.chunk_size' has value 0.*integer >= 1"),
+    ("generate.events", {"train": 10}, r"field 'generate.events'.*train/template/test"),
+    ("generate.speed", 3, r"unknown field 'generate.speed'"),
+    ("toys.alpha", [1.5], r"field 'toys.alpha' has value \[1.5\].*numbers in \[0, 1\]"),
+    ("toys.n_events", [0], r"field 'toys.n_events'.*integers >= 1"),
+    ("toys.methods", ["bdt"], r"field 'toys.methods'.*\['phi_star', 'nn'\]"),
+    ("toys.n_toys", _DELETE, r"missing required field 'toys.n_toys'"),
+    ("smearing", ["extreme"], r"field 'smearing'.*\['none', 'detector'\]"),
+    ("samples", ["H", "Zprime"], r"unknown process 'Zprime'"),
+    ("features", ["phi_star", "no_such_feature"], r"field 'features'.*no_such_feature"),
+    ("classifier.dropout", 1.5, r"classifier: .*dropout"),
+    ("classifier.layers", [3], r"unknown field 'classifier.layers'"),
+    ("templates.bandwidth", -1, r"field 'templates.bandwidth' has value -1"),
+])
+def test_bad_job_fields(tmp_path, path, value, message):
+    import yaml
+
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(_with(path, value)))
+    with pytest.raises(ConfigError, match=message) as err:
+        load_job(f)
+    assert str(f) in str(err.value)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "broken.yaml"
+    f.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
+        load_job(f)
+    with pytest.raises(ConfigError, match=r"no such job file"):
+        load_job(tmp_path / "absent.yaml")
+
+
+def test_shipped_jobs_are_valid():
+    jobs = os.path.join(os.path.dirname(__file__), "..", "jobs")
+    for name in sorted(os.listdir(jobs)):
+        if name.endswith(".yaml"):
+            plan = plan_study(load_job(os.path.join(jobs, name)))
+            assert plan.n_toy_tasks > 0 and plan.generation.n_tasks > 0
+
+
+def test_cli_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from hpcmix.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", _job_file(tmp_path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "generate : 8 tasks" in result.output and "toys     : 16 cells" in result.output
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_cli_unknown_site(tmp_path):
+    from click.testing import CliRunner
+
+    from hpcmix.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", _job_file(tmp_path), "--site", "nowhere"])
+    assert result.exit_code == 2 and "nowhere" in result.output and "local" in result.output

@@ -236,3 +236,24 @@ def test_cli_unknown_site(tmp_path):
 
     result = CliRunner().invoke(cli, ["run", _job_file(tmp_path), "--site", "nowhere"])
     assert result.exit_code == 2 and "nowhere" in result.output and "local" in result.output
+
+
+def test_second_run_on_the_same_output_is_refused_and_a_killed_holder_releases(tmp_path):
+    from hpcmix.orchestrate.lock import OutputLockedError, output_lock
+
+    folder = str(tmp_path / "out")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from hpcmix.orchestrate.lock import output_lock\n"
+        f"with output_lock({folder!r}, what='first run'):\n"
+        "    print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError, match=rf"in use by first run \(pid {holder.pid} on "):
+            with output_lock(folder):
+                pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup code runs
+        holder.wait()
+        holder.stdout.close()
+    with output_lock(folder, what="second run"):
+        pass

@@ -22,6 +22,7 @@ def run(job_file, site, dry_run, progress):
     """
     from ..orchestrate.cluster import load_site
     from ..orchestrate.jobs import load_job
+    from ..orchestrate.lock import OutputLockedError
     from ..orchestrate.pipeline import plan_study, run_study
     from ..schema import ConfigError
     from ..store import StoreMismatchError
@@ -38,7 +39,7 @@ def run(job_file, site, dry_run, progress):
         return
     try:
         outcome = run_study(job, site=site_cfg, progress=progress, echo=click.echo)
-    except StoreMismatchError as err:
+    except (StoreMismatchError, OutputLockedError) as err:
         raise click.UsageError(str(err)) from None
     click.echo("")
     click.echo(outcome.table)

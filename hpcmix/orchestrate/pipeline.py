@@ -19,6 +19,7 @@ from ..generate.run import plan_generation, run_generation
 from ..physics.features import network_inputs
 from . import stages
 from .jobs import Job, settings_hash
+from .lock import output_lock
 
 SMEARED = {"none": False, "detector": True}
 
@@ -122,20 +123,21 @@ def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str
     from .cluster import make_clusters
 
     plan = plan_study(job)
-    # refuse a store made with other settings before any cluster starts
-    EventStore.create(plan.events, plan.generation.layout)
-    own = pools is None
-    if own:
-        pools = make_clusters(site)
-    try:
-        echo(pools.describe())
-        for p in pools.pools():
-            if p.dashboard_link:
-                echo(f"Dask dashboard ({p.name} pool): {p.dashboard_link}")
-        return _run_stages(plan, pools, progress, echo)
-    finally:
+    with output_lock(job.output, what=f"hpcmix run {job.source}"):
+        # refuse a store made with other settings before any cluster starts
+        EventStore.create(plan.events, plan.generation.layout)
+        own = pools is None
         if own:
-            pools.close()
+            pools = make_clusters(site)
+        try:
+            echo(pools.describe())
+            for p in pools.pools():
+                if p.dashboard_link:
+                    echo(f"Dask dashboard ({p.name} pool): {p.dashboard_link}")
+            return _run_stages(plan, pools, progress, echo)
+        finally:
+            if own:
+                pools.close()
 
 
 def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:

@@ -20,6 +20,8 @@ _NU_TAU = 16
 _PI_CHARGED = 211
 _PI_NEUTRAL = 111
 _ELECTRON, _MUON = 11, 13
+_SCANNED = frozenset((_ELECTRON, _MUON, _TAU))
+_NEUTRINOS = frozenset((12, 14, 16))
 # How far into the event record to look for the hard-process resonance: the
 # record starts with a copy of the hard process (system, beams, incoming, outgoing).
 _HARD_PROCESS_END = 12
@@ -114,28 +116,26 @@ def _tau_products(event, i_tau: int):
 
 
 def _scan_event_record(event, keep: set[int], cuts: SelectionCuts) -> str | None:
-    """The first full-record cut an event fails ('n_taus' or 'lepton_veto'), or None."""
-    n_taus = 2
-    # event.particles() hands over the record in one call: ~35 % cheaper than event[j] per particle
-    for j, q in enumerate(event.particles()):
-        a = q.idAbs()
-        if a == _ELECTRON or a == _MUON:
-            if q.isFinal() and q.pT() > cuts.lepton_pt_veto:
-                return "lepton_veto"
-        elif a == _TAU and j not in keep:
+    """The first full-record cut an event fails ('n_taus', then 'lepton_veto'), or None."""
+    # event.particles() hands over the record in one call (~35 % cheaper than event[j] per
+    # particle); only e, mu and tau entries are looked at further.
+    parts = event.particles()
+    ids = [q.idAbs() for q in parts]
+    n_taus, lepton = 2, False
+    for j in [j for j, a in enumerate(ids) if a in _SCANNED]:
+        q = parts[j]
+        if ids[j] != _TAU:
+            lepton = lepton or (q.isFinal() and q.pT() > cuts.lepton_pt_veto)
+        elif j not in keep:
             # a third tau counts if it is a last copy whose visible decay products pass the pT cut
             daughters = q.daughterList()
-            if daughters and all(event[d].idAbs() != _TAU for d in daughters):
-                px = py = 0.0
-                for d in daughters:
-                    if event[d].idAbs() not in (12, 14, 16):
-                        px += event[d].px()
-                        py += event[d].py()
-                if (px * px + py * py) ** 0.5 > cuts.tau_vis_pt_min:
-                    n_taus += 1
-                    if n_taus > cuts.max_taus_passing_pt:
-                        return "n_taus"
-    return None
+            if daughters and all(ids[d] != _TAU for d in daughters):
+                px = sum(parts[d].px() for d in daughters if ids[d] not in _NEUTRINOS)
+                py = sum(parts[d].py() for d in daughters if ids[d] not in _NEUTRINOS)
+                n_taus += (px * px + py * py) ** 0.5 > cuts.tau_vis_pt_min
+    if n_taus > cuts.max_taus_passing_pt:
+        return "n_taus"
+    return "lepton_veto" if lepton else None
 
 
 def generate_chunk(spec: ChunkSpec) -> ChunkTruth:

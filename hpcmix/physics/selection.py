@@ -7,7 +7,9 @@ counted by the generator while the event is still in Pythia's memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -51,24 +53,28 @@ def visible_taus(p4: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p4[:, PI_PLUS] + p4[:, PI0_PLUS], p4[:, PI_MINUS] + p4[:, PI0_MINUS]
 
 
-def visible_tau_cuts(px_p, py_p, pz_p, px_m, py_m, pz_m, cuts: SelectionCuts):
+def visible_tau_cuts(px_p, py_p, pz_p, px_m, py_m, pz_m, cuts: SelectionCuts, *, xp=np):
     """Cumulative pass flags (pt, eta, delta R) from the visible taus' 3-momenta.
 
-    Written with elementwise operations only, so the same code serves arrays of
-    events and the generator's per-event floats (where it costs a few us).
+    One formula for both uses: arrays of events with ``xp=numpy``, and the
+    generator's per-event floats with ``xp=SCALAR_MATH`` (plain ``math``, a few us).
     """
     pt_p = (px_p * px_p + py_p * py_p) ** 0.5
     pt_m = (px_m * px_m + py_m * py_m) ** 0.5
     ok_pt = (pt_p > cuts.tau_vis_pt_min) & (pt_m > cuts.tau_vis_pt_min)
     # |eta| < eta_max  <=>  |pz| < pT sinh(eta_max): no division, pT = 0 fails
-    pz_max = np.sinh(cuts.tau_vis_abs_eta_max)
+    pz_max = xp.sinh(cuts.tau_vis_abs_eta_max)
     ok_eta = ok_pt & (abs(pz_p) < pt_p * pz_max) & (abs(pz_m) < pt_m * pz_max)
     # eta only matters where the eta cut passed (pT > 0 there)
-    eta_p = np.arcsinh(pz_p / np.maximum(pt_p, 1e-12))
-    eta_m = np.arcsinh(pz_m / np.maximum(pt_m, 1e-12))
-    dphi = (np.arctan2(py_p, px_p) - np.arctan2(py_m, px_m) + np.pi) % (2 * np.pi) - np.pi
+    eta_p = xp.arcsinh(pz_p / xp.maximum(pt_p, 1e-12))
+    eta_m = xp.arcsinh(pz_m / xp.maximum(pt_m, 1e-12))
+    dphi = (xp.arctan2(py_p, px_p) - xp.arctan2(py_m, px_m) + math.pi) % (2 * math.pi) - math.pi
     ok_dr = ok_eta & ((eta_p - eta_m) ** 2 + dphi * dphi > cuts.delta_r_min ** 2)
     return ok_pt, ok_eta, ok_dr
+
+
+# the numpy functions visible_tau_cuts uses, for Python floats
+SCALAR_MATH = SimpleNamespace(sinh=math.sinh, arcsinh=math.asinh, maximum=max, arctan2=math.atan2)
 
 
 def visible_tau_cutflow(p4: np.ndarray, cuts: SelectionCuts) -> dict[str, np.ndarray]:
@@ -83,7 +89,8 @@ def first_failed_visible_tau_cut(p4_event, cuts: SelectionCuts) -> str | None:
     ev = p4_event
     flags = visible_tau_cuts(ev[PI_PLUS][PX] + ev[PI0_PLUS][PX], ev[PI_PLUS][PY] + ev[PI0_PLUS][PY],
                              ev[PI_PLUS][PZ] + ev[PI0_PLUS][PZ], ev[PI_MINUS][PX] + ev[PI0_MINUS][PX],
-                             ev[PI_MINUS][PY] + ev[PI0_MINUS][PY], ev[PI_MINUS][PZ] + ev[PI0_MINUS][PZ], cuts)
+                             ev[PI_MINUS][PY] + ev[PI0_MINUS][PY], ev[PI_MINUS][PZ] + ev[PI0_MINUS][PZ], cuts,
+                             xp=SCALAR_MATH)
     for name, ok in zip(VISIBLE_TAU_CUTS, flags):
         if not ok:
             return name

@@ -65,7 +65,40 @@ class StudyPlan:
                  f"  templates: {len(self.templates)} ({', '.join('/'.join(k) for k in self.templates)})",
                  f"  toys     : {len(self.cells)} cells x {self.job.toys['n_toys']} toys in {self.n_toy_tasks} tasks",
                  f"  results  : {self.results}", f"  report   : {self.report}"]
-        return "\n".join(lines)
+        return "\n".join(lines + self.estimate().lines())
+
+    def estimate(self) -> "Estimate":
+        """Core-hours and store size from the measured rates in ``hpcmix.estimates``."""
+        from .. import config
+
+        g = self.generation
+        n_selected = g.layout.n_events * len(g.layout.samples)
+        rate = config.get("estimates.tried_events_per_core_second")[g.layout.settings["profile"]]
+        gen = n_selected / config.get("estimates.selection_efficiency") / rate
+        n_train = g.layout.split_ranges()["train"][1] - g.layout.split_ranges()["train"][0]
+        epochs = min(int(self.job.classifier.get("max_epochs", config.get("train.max_epochs"))),
+                     int(config.get("estimates.training_epochs")))
+        train = len(self.models) * epochs * n_train * len(g.layout.samples) * 0.8 / config.get(
+            "estimates.training_samples_per_core_second")
+        toy_events = self.job.toys["n_toys"] * sum(c.n_events for c in self.cells)
+        toys = toy_events / config.get("estimates.toy_events_per_core_second")
+        size = n_selected * config.get("estimates.store_bytes_per_event")
+        return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Rough cost of a study: core-hours per stage and the event store size."""
+
+    generate: float
+    train: float
+    toys: float
+    store_bytes: float
+
+    def lines(self) -> list[str]:
+        return [f"  estimate : generate {self.generate:.2f} core-h, train {self.train:.2f} core-h (CPU; a GPU "
+                f"is far faster), toys {self.toys:.3f} core-h; event store ~{self.store_bytes / 1e9:.2f} GB "
+                "(uncompressed; rates in hpcmix.estimates, docs/PERFORMANCE.md)"]
 
 
 def plan_study(job: Job) -> StudyPlan:

@@ -23,7 +23,7 @@ def run(job_file, site, dry_run, progress):
     from ..orchestrate.cluster import load_site
     from ..orchestrate.jobs import load_job
     from ..orchestrate.lock import OutputLockedError
-    from ..orchestrate.pipeline import plan_study, run_study
+    from ..orchestrate.pipeline import InsufficientDiskError, plan_study, run_study
     from ..schema import ConfigError
     from ..store import StoreMismatchError
 
@@ -39,7 +39,7 @@ def run(job_file, site, dry_run, progress):
         return
     try:
         outcome = run_study(job, site=site_cfg, progress=progress, echo=click.echo)
-    except (StoreMismatchError, OutputLockedError) as err:
+    except (StoreMismatchError, OutputLockedError, InsufficientDiskError) as err:
         raise click.UsageError(str(err)) from None
     click.echo("")
     click.echo(outcome.table)

@@ -156,6 +156,7 @@ def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str
     from .cluster import make_clusters
 
     plan = plan_study(job)
+    check_disk_space(plan)
     with output_lock(job.output, what=f"hpcmix run {job.source}"):
         # refuse a store made with other settings before any cluster starts
         EventStore.create(plan.events, plan.generation.layout)
@@ -171,6 +172,32 @@ def run_study(job: Job, *, site=None, progress: bool = True, echo: Callable[[str
         finally:
             if own:
                 pools.close()
+
+
+class InsufficientDiskError(RuntimeError):
+    """The output folder's file system cannot hold the planned event store."""
+
+
+def check_disk_space(plan: StudyPlan, *, margin: float = 1.2) -> None:
+    """Refuse before any work when the planned (uncompressed) store would not fit."""
+    import shutil
+
+    from ..store import EventStore
+
+    folder = plan.job.output
+    while not os.path.exists(folder):
+        folder = os.path.dirname(os.path.abspath(folder))
+    try:  # what an existing store already holds does not need new space
+        done = EventStore(plan.events).done_chunks(plan.job.samples[0]).mean()
+    except (FileNotFoundError, ValueError):
+        done = 0.0
+    need = plan.estimate().store_bytes * (1 - done) * margin
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise InsufficientDiskError(
+            f"the event store of {plan.job.name!r} needs about {need / 1e9:.1f} GB (uncompressed estimate, "
+            f"with a {margin - 1:.0%} margin) but {folder!r} has {free / 1e9:.1f} GB free; free space, "
+            "choose another 'output:' or generate fewer events")
 
 
 def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:

@@ -301,7 +301,7 @@ def _smooth(counts: np.ndarray, h_nodes: float, reflect: bool) -> np.ndarray:
 
 
 def _abramson_factors(z: np.ndarray, grid: np.ndarray, pilot: np.ndarray,
-                      factor_range=ADAPTIVE_FACTOR_RANGE) -> tuple[np.ndarray, float]:
+                      factor_range=None) -> tuple[np.ndarray, float]:
     """Abramson's square-root law: lambda_i = sqrt(g / f(z_i)), g the geometric mean of f at the events.
 
     ``pilot`` is the fixed-bandwidth estimate at the grid nodes (any normalisation: it cancels).
@@ -312,7 +312,7 @@ def _abramson_factors(z: np.ndarray, grid: np.ndarray, pilot: np.ndarray,
     f = np.maximum(f, FFT_FLOOR * pilot.max())
     log_f = np.log(f)
     log_g = float(log_f.mean())
-    lam = np.clip(np.exp(0.5 * (log_g - log_f)), *factor_range)
+    lam = np.clip(np.exp(0.5 * (log_g - log_f)), *(factor_range or ADAPTIVE_FACTOR_RANGE))
     return lam, float(np.exp(log_g) / pilot.max())
 
 

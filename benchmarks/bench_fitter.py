@@ -1,6 +1,6 @@
 """Benchmark: the vectorised mixture fitter against a loop of iminuit fits, and the KDE templates.
 
-    python benchmarks/bench_fitter.py [--toys 10000] [--n-events 100] [--minuit-toys 500]
+    python benchmarks/bench_fitter.py [--toys 10000] [--n-events 100] [--minuit-toys 500] [--kde-only]
 
 The iminuit loop runs on a subsample of the same toys (``--minuit-toys``) and its per-toy
 time is extrapolated to all toys. Each iminuit fit does what the vectorised fitter does
@@ -57,11 +57,18 @@ def main():
     ap.add_argument("--n-events", type=int, default=100)
     ap.add_argument("--minuit-toys", type=int, default=500)
     ap.add_argument("--kde-events", type=int, default=1_000_000)
+    ap.add_argument("--kde-only", action="store_true", help="time only the KDE templates")
     args = ap.parse_args()
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}, "
           f"{platform.processor() or 'cpu'}")
 
     rng = np.random.default_rng(1)
+    if not args.kde_only:
+        bench_fitter(args, rng)
+    bench_kde(args, rng)
+
+
+def bench_fitter(args, rng):
     t = PhiStarTemplates(a=0.041)
     limits = t.positivity_limits()
     # phi* toys at alpha = 0.7 by accept-reject
@@ -89,20 +96,24 @@ def main():
           f"({t_m0 / k * 1e3:.3f} ms/toy)  -> ratio {t_m0 * scale / t_vec:6.0f}x")
     print(f"  max |alpha_hat - iminuit| on the timed toys: {np.abs(fit.alpha_hat[:k] - ref).max():.1e}")
 
+
+def bench_kde(args, rng):
     n = args.kde_events
     y = np.r_[rng.beta(2.5, 0.6, n // 2), rng.beta(0.6, 2.5, n - n // 2)]
     lab = np.r_[np.ones(n // 2, bool), np.zeros(n - n // 2, bool)]
     print(f"\nKDE templates on {n} events (two classes, grid 8192):")
     for space in ("logit", "reflect"):
-        t_build, kde = best_of(lambda: KDETemplates(y, lab, space=space), repeat=3)
-        t_eval, _ = best_of(lambda: kde.densities(y), repeat=3)
-        edges = np.linspace(0, 1, 101)
-        counts = np.histogram(y[~lab], edges)[0]
-        exp = np.diff(kde.template_h.cdf(edges)) * (~lab).sum()
-        chi2 = ((counts - exp) ** 2 / exp).sum()
-        print(f"  {space:7s}: build {t_build * 1e3:7.1f} ms, evaluate p_A and p_H at {n} points "
-              f"{t_eval * 1e3:7.1f} ms; H template vs 100-bin histogram chi2 = {chi2:8.1f}, "
-              f"first-bin pull {(counts[0] - exp[0]) / np.sqrt(exp[0]):+6.1f}")
+        for adaptive in (False, True):
+            t_build, kde = best_of(lambda: KDETemplates(y, lab, space=space, adaptive=adaptive), repeat=3)
+            t_eval, _ = best_of(lambda: kde.densities(y), repeat=3)
+            edges = np.linspace(0, 1, 101)
+            counts = np.histogram(y[~lab], edges)[0]
+            exp = np.diff(kde.template_h.cdf(edges)) * (~lab).sum()
+            chi2 = ((counts - exp) ** 2 / exp).sum()
+            mode = "adaptive" if adaptive else "fixed"
+            print(f"  {space:7s} {mode:8s}: build {t_build * 1e3:7.1f} ms, evaluate p_A and p_H at {n} points "
+                  f"{t_eval * 1e3:7.1f} ms; H template vs 100-bin histogram chi2 = {chi2:8.1f}, "
+                  f"first-bin pull {(counts[0] - exp[0]) / np.sqrt(exp[0]):+6.1f}")
     sub = y[:20_000]
     gk = stats.gaussian_kde(y[~lab][: n // 2])
     t_g, _ = best_of(lambda: gk(sub), repeat=1)

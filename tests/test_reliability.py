@@ -86,3 +86,62 @@ toys: {{alpha: [0.5], n_events: [100], n_toys: 10}}
     with pytest.raises(InsufficientDiskError, match=r"needs about 3.6 GB .* has 0.1 GB free"):
         run_study(job, site="local")
     assert not os.path.exists(plan_study(job).events)
+
+
+# -- SLURM: a cancelled worker job, and workers reaching their walltime lifetime -----------------
+
+def _reference_store(tmp_path, plan, client):
+    path = str(tmp_path / "reference.zarr")
+    run_generation(plan, path, client=client, progress=False)
+    return EventStore(path)
+
+
+def _assert_same_store(a: EventStore, b: EventStore, sample: str):
+    for name in ("truth_p4", "features", "features_smeared", "cutflow", "pythia_seed"):
+        np.testing.assert_array_equal(a.dataset(sample)[name].values, b.dataset(sample)[name].values, err_msg=name)
+
+
+@pytest.mark.slurm
+def test_scancel_of_a_worker_job_mid_generation_is_survived(tmp_path, slurm_cluster, dask_client):
+    import subprocess
+
+    from hpcmix.orchestrate.cluster import make_clusters
+
+    plan = plan_generation(samples=("A",), splits={"test": 2400}, chunk_size=200, profile="fast", seed=17)
+    path = str(tmp_path / "s.zarr")
+    EventStore.create(path, plan.layout)
+    with make_clusters("ci-slurm", gpu=False, cpu={"minimum_jobs": 1, "maximum_jobs": 1}) as pools:
+        cancelled = []
+
+        def cancel_when_busy():
+            while EventStore(path).done_chunks("A").sum() < 2:
+                time.sleep(0.1)
+            job = pools.cpu.job_ids[-1]
+            subprocess.run(["scancel", job], check=True, timeout=30)
+            cancelled.append(job)
+
+        t = threading.Thread(target=cancel_when_busy, daemon=True)
+        t.start()
+        report = run_generation(plan, path, client=pools.cpu.client, progress=False)
+        t.join(timeout=60)
+    assert cancelled, "the worker job was not cancelled"
+    assert len(report.slurm_jobs) >= 2, f"the pool did not replace the cancelled job: {report.slurm_jobs}"
+    assert EventStore(path).done_chunks("A", verify=True).all()
+    _assert_same_store(EventStore(path), _reference_store(tmp_path, plan, dask_client), "A")
+
+
+@pytest.mark.slurm
+def test_workers_reaching_their_lifetime_hand_over_without_losing_tasks(tmp_path, slurm_cluster, dask_client):
+    from hpcmix.orchestrate.cluster import make_clusters
+
+    plan = plan_generation(samples=("H",), splits={"test": 3000}, chunk_size=200, profile="fast", seed=23)
+    path = str(tmp_path / "s.zarr")
+    # workers retire after ~20 s (dask-jobqueue --lifetime), well before the walltime; adapt replaces
+    # them. A task still running at retirement is rerun elsewhere, so the lifetime must be long
+    # against one task (here ~2 s; on a real site hours against minutes).
+    cpu = {"lifetime": "20s", "lifetime_stagger": "2s", "walltime": "00:10:00", "minimum_jobs": 1, "maximum_jobs": 1}
+    with make_clusters("ci-slurm", gpu=False, cpu=cpu) as pools:
+        report = run_generation(plan, path, client=pools.cpu.client, progress=False)
+    assert len(report.slurm_jobs) >= 2, f"no handover happened: {report.slurm_jobs}"
+    assert EventStore(path).done_chunks("H", verify=True).all()
+    _assert_same_store(EventStore(path), _reference_store(tmp_path, plan, dask_client), "H")

@@ -9,6 +9,7 @@ for every toy. All toys of a call iterate together on (n_toys, n_max) arrays; pa
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, fields
 
@@ -54,8 +55,8 @@ class MixtureFit:
 # --------------------------------------------------------------------------- input handling
 
 
-def _prepare(p_a, p_h, mask, density_floor, *, stacklevel=3):
-    """Validate inputs and return (w, p_h floored, mask, n_events) as 2-D float arrays."""
+def _validate_shapes(p_a, p_h, mask):
+    """Check shapes and the mask; return (p_a, p_h, n_events) as 2-D float arrays, pads set to 1."""
     p_a = np.asarray(p_a, dtype=float)
     p_h = np.asarray(p_h, dtype=float)
     if p_a.shape != p_h.shape:
@@ -69,40 +70,65 @@ def _prepare(p_a, p_h, mask, density_floor, *, stacklevel=3):
     if p_a.shape[0] == 0:
         raise ValueError("no toys given: p_a has shape (0, ...)")
     if mask is None:
-        mask = np.ones(p_a.shape, dtype=bool)
+        n_events = np.full(p_a.shape[0], p_a.shape[1], dtype=np.int64)
     else:
         mask = np.asarray(mask)
         if mask.dtype != bool:
             raise ValueError(f"mask must be boolean (True = real event), got dtype {mask.dtype}")
         if mask.shape != p_a.shape:
             raise ValueError(f"mask must have the shape of p_a {p_a.shape}, got {mask.shape}")
-    n_events = mask.sum(axis=1)
+        n_events = mask.sum(axis=1)
     if np.any(n_events == 0):
         bad = np.flatnonzero(n_events == 0)
         raise ValueError(
             f"{bad.size} toy(s) have no events (e.g. toy {bad[0]}); every toy needs N >= 1 unmasked event"
         )
-    # padded entries become p_a = p_h = 1: w = 0 there, so they add nothing to ln L
-    p_a = np.where(mask, p_a, 1.0)
-    p_h = np.where(mask, p_h, 1.0)
-    if not (np.all(np.isfinite(p_a)) and np.all(np.isfinite(p_h))):
+    if mask is not None and n_events.min() < p_a.shape[1]:
+        # padded entries become p_a = p_h = 1: w = 0 there, so they add nothing to ln L
+        p_a = np.where(mask, p_a, 1.0)
+        p_h = np.where(mask, p_h, 1.0)
+    return p_a, p_h, n_events
+
+
+def _values_clean(ext, density_floor) -> bool:
+    """ext = (min p_a, max p_a, min p_h, max p_h): finite, non-negative and above the floor."""
+    return bool(np.all(np.isfinite(ext)) and min(ext[0], ext[2]) >= density_floor * max(ext[1], ext[3]))
+
+
+def _check_values(p_a, p_h, density_floor, *, stacklevel=2):
+    """Raise on NaN / inf / negative densities; floor tiny ones (one ZeroDensityWarning)."""
+    ext = np.array([p_a.min(), p_a.max(), p_h.min(), p_h.max()])  # NaN and inf propagate
+    if not np.all(np.isfinite(ext)):
         raise ValueError("p_a / p_h contain NaN or inf at unmasked events; densities must be finite")
-    if np.any(p_a < 0) or np.any(p_h < 0):
+    if ext[0] < 0 or ext[2] < 0:
         raise ValueError("p_a / p_h contain negative densities; template densities must be >= 0")
-    scale = max(float(p_a.max()), float(p_h.max()))
-    floor = density_floor * scale
-    low = (p_a < floor) | (p_h < floor)
-    if np.any(low):
+    floor = density_floor * max(ext[1], ext[3])
+    if ext[0] < floor or ext[2] < floor:
+        low = (p_a < floor) | (p_h < floor)
         warnings.warn(
             f"{int(low.sum())} event density value(s) below {floor:.3g} (zero template density where a "
             "test event falls); floored to keep the likelihood finite - check the template support",
             ZeroDensityWarning,
-            stacklevel=stacklevel,
+            stacklevel=stacklevel + 1,
         )
         p_a = np.maximum(p_a, floor)
         p_h = np.maximum(p_h, floor)
-    w = p_a / p_h - 1.0
-    return w, p_h, mask, n_events
+    return p_a, p_h
+
+
+def _validate(p_a, p_h, mask, density_floor, *, stacklevel=2):
+    """Validate inputs; return (p_a, p_h, n_events): 2-D, pads set to 1, densities floored."""
+    p_a, p_h, n_events = _validate_shapes(p_a, p_h, mask)
+    p_a, p_h = _check_values(p_a, p_h, density_floor, stacklevel=stacklevel + 1)
+    return p_a, p_h, n_events
+
+
+def _prepare(p_a, p_h, mask, density_floor, *, stacklevel=2):
+    """Validate inputs and return (w, p_h floored, n_events) as 2-D float arrays."""
+    p_a, p_h, n_events = _validate(p_a, p_h, mask, density_floor, stacklevel=stacklevel + 1)
+    w = p_a / p_h
+    w -= 1.0
+    return w, p_h, n_events
 
 
 def _broadcast_rows(value, n: int, name: str) -> np.ndarray:
@@ -314,6 +340,224 @@ def _fit_block(w, lim_lo, lim_hi, alpha_true, tol, max_iter):
     )
 
 
+# --------------------------------------------------------------------------- fast path
+# The robust iteration above spends ~5 exact passes over the events on alpha_hat and ~3, with
+# logarithms, on each interval end. The fast path makes three passes, and certifies every
+# result with an error bound; toys whose bound fails (N = 1, a peak on or near a limit, very
+# skewed likelihoods, ...) are redone by the robust path, so every result agrees with it to
+# ``tol`` whichever path a toy takes.
+#
+# Events are stored transposed, (n_max, toys), so per-toy scalars broadcast along the
+# contiguous axis and per-toy sums are column reductions. With u_i = w_i / (1 + a w_i) at an
+# expansion point a and the power sums S_k = sum_i u_i^k,
+#     D(d)  = lnL(a + d) - lnL(a) = sum_i ln(1 + d u_i) = sum_k (-1)^(k+1) S_k d^k / k,
+#     D'(d) = lnL'(a + d)         = sum_i u_i / (1 + d u_i) = sum_k (-d)^k S_(k+1),
+# convergent for |d| max|u| < 1; after K terms the remainder of D' is at most
+# |d|^K max|u| S_K / (1 - |d| max|u|) (K even, so S_K = sum |u|^K).
+#   pass 1 (forms w, checks the densities): S_1, S_2 at a0 = 0.5; a Newton step gives a1.
+#   pass 2: S_1..S_8 at a1, u kept: alpha_hat = a1 + delta with D'(delta) = 0 on the series,
+#           certified by the remainder bound; sigma_hat; series starts for both crossings.
+#   pass 3: exact prod_i (1 + d u_i) = L(a1 + d) / L(a1) at both crossing starts and at
+#           alpha_true (a product per toy instead of N logarithms); one Newton correction
+#           with the series slope finishes each crossing, again with a certified error bound.
+
+_CHUNK_EVENTS = 1 << 20  # events per chunk of toys whose per-toy algebra runs together
+_K = 8  # power sums in pass 2 (even)
+_PROD_SAFE = 600.0  # bound on sum |ln z| that keeps the running product far from over/underflow
+
+
+def _horner(coef, d, deriv=False):
+    """p(d) (and p'(d)) for p(d) = sum_k coef[k] d^k; coef (K, n), d (..., n)."""
+    p = coef[-1] * np.ones_like(d)
+    dp = np.zeros_like(p) if deriv else None
+    for c in coef[-2::-1]:
+        if deriv:
+            dp *= d
+            dp += p
+        p *= d
+        p += c
+    return (p, dp) if deriv else p
+
+
+def _poly_solve(coef, target, d, n_it):
+    """Newton for sum_k coef[k] d^k = target, from d."""
+    for _ in range(n_it):
+        p, dp = _horner(coef, d, deriv=True)
+        p -= target
+        p /= dp
+        d = d - p
+    return d
+
+
+def _u_range(wmax, wmin, a):
+    """max |w / (1 + a w)| over a toy's events (u increases with w)."""
+    return np.maximum(np.abs(wmax / (1.0 + a * wmax)), np.abs(wmin / (1.0 + a * wmin)))
+
+
+def _fast_chunk(p_a, p_h, buf, n_ev, lim_lo, lim_hi, alpha_true, tol, block, ext):
+    """Fast path for the toys (rows) of p_a, p_h: (results dict, ok mask), or None.
+
+    buf (n_max, n) holds w, then u at a1 (transposed). ext (min p_a, max p_a, min p_h, max p_h),
+    with bounds for p_a from p_h and w, is updated in place; None is returned (nothing fitted)
+    when the densities are not finite and positive, for the caller's checks. Toys with ok
+    False must be redone.
+    """
+    n_max, n = buf.shape
+    tu = np.empty((n_max, min(n, block)))
+    t2 = np.empty_like(tu)
+    tr = np.empty((min(n, block), n_max))
+    s = np.empty((_K, n))
+    wmax, wmin = np.empty(n), np.empty(n)
+    blocks = [(slice(j, min(j + block, n)), min(block, n - j)) for j in range(0, n, block)]
+
+    # pass 1: w (transposed), the density checks, S_1 and S_2 at a0 = 0.5 (toys where 0.5 is
+    # outside the domain get junk here and go to the robust path)
+    for c, m in blocks:
+        ph, r = p_h[c], tr[:m]
+        ext[2], ext[3] = min(ext[2], ph.min()), max(ext[3], ph.max())
+        np.divide(p_a[c], ph, out=r)
+        w, q = buf[:, c], tu[:, :m]
+        np.subtract(r.T, 1.0, out=w)
+        np.maximum.reduce(w, axis=0, out=wmax[c])
+        np.minimum.reduce(w, axis=0, out=wmin[c])
+        np.add(w, 2.0, out=q)
+        np.divide(w, q, out=q)  # q = w / (2 + w) = u(0.5) / 2
+        np.add.reduce(q, axis=0, out=s[0, c])
+        np.einsum("ij,ij->j", q, q, out=s[1, c])
+    # p_a = p_h (1 + w): the extremes of p_h and w bound those of p_a
+    ext[0] = min(ext[0], ext[2] * (1.0 + wmin.min()))
+    ext[1] = max(ext[1], ext[3] * (1.0 + max(wmax.max(), 0.0)))
+    if not (np.all(np.isfinite(ext)) and ext[0] > 0 and ext[2] > 0):
+        return None
+    dom_lo = np.where(wmax > 0, -1.0 / np.where(wmax > 0, wmax, 1.0), -np.inf)
+    dom_hi = np.where(wmin < 0, -1.0 / np.where(wmin < 0, wmin, -1.0), np.inf)
+    lo, hi = np.maximum(lim_lo, dom_lo), np.minimum(lim_hi, dom_hi)
+    a0 = 0.5
+    a1 = a0 + 0.5 * s[0] / s[1]  # Newton step: S_1(a0) / S_2(a0) with u = 2 q
+    ok = (lo < a0) & (a0 < hi) & (wmax > wmin) & (lo < a1) & (a1 < hi)
+    a1 = np.where(ok, a1, 0.0)  # 0 is inside every domain
+
+    # pass 2: S_1..S_8 at a1; u = w / (1 + a1 w) replaces w in buf
+    for c, m in blocks:
+        w, t, u2 = buf[:, c], tu[:, :m], t2[:, :m]
+        np.multiply(w, a1[c], out=t)
+        t += 1.0
+        u = np.divide(w, t, out=w)
+        np.add.reduce(u, axis=0, out=s[0, c])
+        np.multiply(u, u, out=u2)
+        np.add.reduce(u2, axis=0, out=s[1, c])
+        np.einsum("ij,ij->j", u2, u, out=s[2, c])
+        u4 = np.multiply(u2, u2, out=t)
+        np.add.reduce(u4, axis=0, out=s[3, c])
+        np.einsum("ij,ij->j", u4, u, out=s[4, c])
+        np.einsum("ij,ij->j", u4, u2, out=s[5, c])
+        u3 = np.multiply(u2, u, out=u2)
+        np.einsum("ij,ij->j", u4, u3, out=s[6, c])
+        np.einsum("ij,ij->j", u4, u4, out=s[7, c])
+    m1 = _u_range(wmax, wmin, a1)
+    k = np.arange(1, _K + 1)[:, None]
+    g = s * np.where(k % 2 == 1, 1.0, -1.0)  # D'(d) = sum_k g[k] d^k + R
+    dcoef = np.vstack([np.zeros((1, n)), g / k])  # D(d) = sum_k dcoef[k] d^k + ...
+    delta = _poly_solve(g, 0.0, s[0] / s[1], 3)
+    md = np.abs(delta) * m1
+    resid = np.abs(_horner(g, delta))
+    rem = np.abs(delta) ** _K * m1 * s[_K - 1] / (1.0 - md)
+    err = 2.0 * (rem + resid) * (1.0 + md) ** 2 / s[1]
+    alpha_hat = a1 + delta
+    ok &= (md < 0.5) & (err <= tol * (1.0 + np.abs(alpha_hat)))
+    ok &= (lim_lo + err < alpha_hat) & (alpha_hat < lim_hi - err)
+    # -lnL''(alpha_hat) = sum u^2 / (1 + delta u)^2 = -D''(delta)
+    curv = _horner(g[1:] * -k[:-1], delta)
+    sigma_hat = 1.0 / np.sqrt(np.where(curv > 0, curv, np.nan))
+    ok &= np.isfinite(sigma_hat)
+    c0 = _horner(dcoef, delta)  # lnL(alpha_hat) - lnL(a1)
+
+    # crossing starts: D(d) = c0 - 1/2 on each side, on the series
+    d2 = np.where(ok, np.vstack([delta - sigma_hat, delta + sigma_hat]), 0.0)
+    d2 = _poly_solve(dcoef, c0 - 0.5, d2, 3)
+    mdx = np.abs(d2) * m1
+    spread = np.sqrt(n_ev * s[1])  # >= sum |u|
+    ok &= ((mdx < 0.75) & (np.abs(d2) * spread / (1.0 - mdx) < _PROD_SAFE)).all(axis=0)
+    dd = np.where(ok, d2, 0.0)
+
+    if alpha_true is not None:
+        dt = alpha_true - a1
+        mdt = np.abs(dt) * m1
+        impossible = (alpha_true <= dom_lo) | (alpha_true >= dom_hi)
+        lr_prod = ~impossible & (mdt < 0.9) & (np.abs(dt) * spread / (1.0 - mdt) < _PROD_SAFE)
+        dd = np.vstack([dd, np.where(lr_prod, dt, 0.0)[None]])
+
+    # pass 3: exact L(a1 + d) / L(a1) as products
+    prods = np.empty(dd.shape)
+    for c, m in blocks:
+        u, z = buf[:, c], tu[:, :m]
+        for i in range(dd.shape[0]):
+            np.multiply(u, dd[i, c], out=z)
+            z += 1.0
+            np.multiply.reduce(z, axis=0, out=prods[i, c])
+    logp = np.log(prods)
+    slope = _horner(g, dd[:2])
+    step = (c0 - 0.5 - logp[:2]) / slope
+    mdi = (np.abs(dd[:2]) + np.abs(step)) * m1
+    eps = np.abs(dd[:2]) ** _K * m1 * s[_K - 1] / (1.0 - mdi) / np.abs(slope)
+    k2 = s[1] / (1.0 - mdi) ** 2 / (2.0 * np.abs(slope))
+    e = 2.0 * (eps + k2 * np.abs(step)) * np.abs(step)
+    ends = a1 + dd[:2] + step
+    ok &= (np.isfinite(ends) & (mdi < 0.9) & (e <= tol * (1.0 + np.abs(ends)))).all(axis=0)
+    ok &= (lim_lo < ends[0]) & (ends[0] < alpha_hat) & (alpha_hat < ends[1]) & (ends[1] < lim_hi)
+    lr = np.full(n, np.nan)
+    if alpha_true is not None:
+        lr = np.where(lr_prod, np.maximum(2.0 * (c0 - logp[2]), 0.0), np.where(impossible, np.inf, np.nan))
+        slow = np.flatnonzero(ok & ~lr_prod & ~impossible)
+        if slow.size:  # alpha_true far out: logarithms, on these toys only
+            rows = _Rows(p_a[slow] / p_h[slow] - 1.0)
+            lr[slow] = np.maximum(2.0 * (rows.loglike(alpha_hat[slow]) - rows.loglike(alpha_true[slow])), 0.0)
+    res = dict(
+        alpha_hat=alpha_hat, sigma_hat=sigma_hat, interval_lo=ends[0], interval_hi=ends[1], lr_stat=lr,
+        converged=np.ones(n, dtype=bool), at_limit=np.zeros(n, dtype=bool),
+        interval_clipped=np.zeros(n, dtype=bool), n_iter=np.full(n, 2, dtype=np.int64),
+    )
+    return res, ok
+
+
+def _fit_all(p_a, p_h, n_events, lim_lo, lim_hi, alpha_true, tol, max_iter, block_size, density_floor,
+             checked=False):
+    """Fast path chunk by chunk, robust path for the toys it leaves.
+
+    Returns None (unless ``checked``: the densities already went through _check_values) when
+    the densities need the full checks: not finite, negative, or below the floor.
+    """
+    n_toys, n_max = p_a.shape
+    block = max(1, int(block_size) // n_max)  # toys per cache block
+    chunk = max(block, _CHUNK_EVENTS // n_max)  # toys whose per-toy algebra is vectorised together
+    buf = np.empty((n_max, min(chunk, n_toys)))
+    ext = [np.inf, -np.inf, np.inf, -np.inf]
+    out = {}
+    for s in range(0, n_toys, chunk):
+        sl = slice(s, min(s + chunk, n_toys))
+        n = sl.stop - sl.start
+        at = None if alpha_true is None else alpha_true[sl]
+        with np.errstate(all="ignore"):  # non-finite intermediates only send toys to the robust path
+            got = _fast_chunk(p_a[sl], p_h[sl], buf[:, :n], n_events[sl], lim_lo[sl], lim_hi[sl], at, tol,
+                              block, ext)
+        if not checked and (got is None or not _values_clean(ext, density_floor)):
+            return None
+        res, ok = got if got is not None else (None, np.zeros(n, dtype=bool))
+        bad = np.flatnonzero(~ok)
+        if res is None:
+            res = {}
+        for r in range(0, bad.size, block):
+            rb = bad[r : r + block]
+            w = p_a[sl][rb] / p_h[sl][rb]
+            w -= 1.0
+            rob = _fit_block(w, lim_lo[sl][rb], lim_hi[sl][rb], None if at is None else at[rb], tol, max_iter)
+            for k, v in rob.items():
+                res.setdefault(k, np.empty(n, dtype=v.dtype))[rb] = v
+        for k, v in res.items():
+            out.setdefault(k, []).append(v)
+    return {k: np.concatenate(v) if len(v) > 1 else v[0] for k, v in out.items()}
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -339,8 +583,8 @@ def fit_mixture(
     the largest one are floored (one ``ZeroDensityWarning``). Rows are processed in blocks
     of about ``block_size`` events to stay in cache.
     """
-    w, _, mask, n_events = _prepare(p_a, p_h, mask, density_floor)
-    n_toys, n_max = w.shape
+    p_a, p_h, n_events = _validate_shapes(p_a, p_h, mask)
+    n_toys = p_a.shape[0]
     lim_lo = _broadcast_rows(alpha_limits[0], n_toys, "alpha_limits[0]")
     lim_hi = _broadcast_rows(alpha_limits[1], n_toys, "alpha_limits[1]")
     if np.any(np.isnan(lim_lo)) or np.any(np.isnan(lim_hi)) or np.any(lim_lo >= lim_hi):
@@ -351,14 +595,13 @@ def fit_mixture(
             raise ValueError("alpha_true must be finite")
     if not (tol > 0 and max_iter >= 1):
         raise ValueError("tol must be > 0 and max_iter >= 1")
-
-    step = max(1, int(block_size) // max(n_max, 1))
-    parts = []
-    for s in range(0, n_toys, step):
-        sl = slice(s, s + step)
-        parts.append(_fit_block(w[sl], lim_lo[sl], lim_hi[sl],
-                                None if alpha_true is None else alpha_true[sl], tol, max_iter))
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    args = (n_events, lim_lo, lim_hi, alpha_true, tol, max_iter, block_size, density_floor)
+    # the density checks ride along the first pass; only when they fail (bad or zero
+    # densities) are the full checks run (raising, or flooring with a warning) and the fit redone
+    out = _fit_all(p_a, p_h, *args)
+    if out is None:
+        p_a, p_h = _check_values(p_a, p_h, density_floor)
+        out = _fit_all(p_a, p_h, *args, checked=True)
     return MixtureFit(n_events=n_events, **out)
 
 
@@ -367,9 +610,9 @@ def mixture_log_likelihood(p_a, p_h, alpha, *, mask=None, density_floor: float =
 
     -inf where some event density is negative. Use with ``MixtureFit`` for -2 Delta lnL curves.
     """
-    w, p_h, mask, _ = _prepare(p_a, p_h, mask, density_floor)
+    w, p_h, _ = _prepare(p_a, p_h, mask, density_floor)
     alpha = np.atleast_1d(np.asarray(alpha, dtype=float))
-    base = np.where(mask, np.log(p_h), 0.0).sum(axis=1)
+    base = np.log(p_h).sum(axis=1)  # pads have p_h = 1
     out = np.empty((w.shape[0], alpha.size))
     rows = _Rows(w)
     for j, al in enumerate(alpha):  # loop over grid points, not toys

@@ -276,7 +276,7 @@ FFT_FLOOR = 1e-12
 # Adaptive (Abramson) kernels: per-event factor lambda_i = sqrt(g / f_pilot(z_i)) clipped to this
 # range (in units of the fixed bandwidth h), and the number of geometric bandwidth classes.
 ADAPTIVE_FACTOR_RANGE = (0.2, 5.0)
-ADAPTIVE_CLASSES = 24
+ADAPTIVE_CLASSES = 32
 
 
 def _smooth(counts: np.ndarray, h_nodes: float, reflect: bool) -> np.ndarray:
@@ -323,8 +323,8 @@ def _adaptive_smooth(z: np.ndarray, lam: np.ndarray, h_nodes: float, g0: float, 
     The classes are ``n_classes`` widths spaced geometrically over [min lam, max lam]. Each event
     is shared between the two classes around its width with weights that keep its kernel variance
     exact (w l_{k+1}^2 + (1 - w) l_k^2 = lam^2); the remaining shape error is a fourth cumulant of
-    at most (3/4)(r^2 - 1)^2 lam^4 h^4 (r = ratio of neighbouring widths: 1.15 for 24 classes over
-    a factor 25, i.e. 0.08 in units of the kernel variance squared), a fourth-order smoothing term
+    at most (3/4)(r^2 - 1)^2 lam^4 h^4 (r = ratio of neighbouring widths: 1.11 for 32 classes over
+    a factor 25, i.e. 0.04 in units of the kernel variance squared), a fourth-order smoothing term
     far below the KDE's own h^2 bias and its statistical error. Each class is then linearly binned
     onto the grid (like the fixed KDE) and convolved with its own kernel.
     """

@@ -210,3 +210,103 @@ def test_bad_input_raises_clear_errors(kwargs, match):
     p_a, p_h = kwargs.pop("p_a"), kwargs.pop("p_h")
     with pytest.raises(ValueError, match=match):
         fit_mixture(p_a, p_h, **kwargs)
+
+
+# --------------------------------------------------------------------------- fast path vs robust path
+
+
+def _robust(p_a, p_h, mask, limits, alpha_true, tol=1e-12):
+    """The bracketed-Newton path alone (no fast path), as the reference for the fast one."""
+    from hpcmix.stats.fitter import _fit_block
+
+    w = np.where(mask, p_a, 1.0) / np.where(mask, p_h, 1.0) - 1.0
+    n = w.shape[0]
+    return _fit_block(w, np.full(n, limits[0]), np.full(n, limits[1]), alpha_true, tol, 200)
+
+
+@pytest.mark.parametrize("which", ["phi", "beta"])
+def test_fast_path_agrees_with_robust_path(which):
+    """Toys certified by the series fast path (n_iter == 2) and toys redone by the robust path agree
+    with the robust path alone, in every output."""
+    rng = np.random.default_rng(31 if which == "phi" else 32)
+    if which == "phi":
+        templates, sampler = PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
+    else:
+        templates, sampler = BETA, _sample_beta
+    p_a, p_h, mask, n, alpha, _ = _random_toys(rng, templates, sampler, 2000)
+    limits = templates.positivity_limits()
+    fit = fit_mixture(p_a, p_h, mask=mask, alpha_true=alpha, alpha_limits=limits)
+    ref = _robust(p_a, p_h, mask, limits, alpha)
+    fast = fit.n_iter == 2
+    assert fast.sum() > 500 and (~fast).sum() >= 50  # both paths are exercised
+    assert not fit.at_limit[fast].any() and fit.converged[fast].all()
+    for key in ("converged", "at_limit", "interval_clipped"):
+        np.testing.assert_array_equal(getattr(fit, key), ref[key], err_msg=key)
+    for key in ("alpha_hat", "interval_lo", "interval_hi"):
+        np.testing.assert_allclose(getattr(fit, key), ref[key], rtol=0, atol=1e-8, err_msg=key)
+    np.testing.assert_allclose(fit.sigma_hat, ref["sigma_hat"], rtol=1e-6)
+    np.testing.assert_allclose(fit.lr_stat, ref["lr_stat"], rtol=1e-7, atol=1e-9)
+
+
+def test_fast_path_blocks_chunks_and_tolerance(monkeypatch):
+    """Results do not depend on the cache blocks or the chunking; a looser tol still meets it."""
+    import hpcmix.stats.fitter as fitter
+
+    rng = np.random.default_rng(8)
+    is_a = rng.uniform(size=(700, 60)) < 0.6
+    p_a, p_h = PHI.densities(_sample_phi(rng, is_a.size, is_a.ravel()).reshape(is_a.shape))
+    limits = PHI.positivity_limits()
+    one = fit_mixture(p_a, p_h, alpha_true=0.6, alpha_limits=limits)
+    monkeypatch.setattr(fitter, "_CHUNK_EVENTS", 5000)  # several chunks of ~83 toys, blocks of 16
+    many = fit_mixture(p_a, p_h, alpha_true=0.6, alpha_limits=limits, block_size=1000)
+    for key, v in one.as_dict().items():
+        np.testing.assert_allclose(getattr(many, key), v, rtol=0, atol=1e-9, err_msg=key)
+    loose = fit_mixture(p_a, p_h, alpha_true=0.6, alpha_limits=limits, tol=1e-5)
+    assert np.abs(loose.alpha_hat - one.alpha_hat).max() < 1e-5 * 3
+    assert np.abs(loose.interval_hi - one.interval_hi).max() < 1e-5 * 3
+
+
+def test_lr_far_from_alpha_hat_and_crossing_polish():
+    """alpha_true far from alpha_hat takes the logarithm path for the LR statistic; crossings whose
+    certification fails are polished by the exact iteration."""
+    from hpcmix.stats.fitter import _polish_crossings
+
+    rng = np.random.default_rng(9)
+    is_a = rng.uniform(size=(50, 100)) < 0.7
+    p_a, p_h = PHI.densities(_sample_phi(rng, is_a.size, is_a.ravel()).reshape(is_a.shape))
+    limits = PHI.positivity_limits()
+    truth = np.where(np.arange(50) % 2 == 0, -1.3, 0.7)  # far outside the typical interval
+    fit = fit_mixture(p_a, p_h, alpha_true=truth, alpha_limits=limits)
+    ll_hat = mixture_log_likelihood(p_a, p_h, 0.0)  # base only; compare per toy below
+    for i in range(50):
+        l_hat = mixture_log_likelihood(p_a[i], p_h[i], fit.alpha_hat[i])[0, 0]
+        l_true = mixture_log_likelihood(p_a[i], p_h[i], truth[i])[0, 0]
+        assert fit.lr_stat[i] == pytest.approx(2 * (l_hat - l_true), rel=1e-9, abs=1e-9)
+    assert ll_hat.shape == (50, 1)
+    # the polish alone, from deliberately poor starts, lands on the exact crossings
+    w = p_a[:10] / p_h[:10] - 1.0
+    lo = np.full(10, limits[0])
+    hi = np.full(10, limits[1])
+    starts = np.vstack([fit.interval_lo[:10] - 0.05, fit.interval_hi[:10] + 0.05])
+    ok, ends, it = _polish_crossings(w, fit.alpha_hat[:10], lo, hi, lo, hi, starts, 1e-12)
+    assert ok.all() and (it > 2).all()
+    np.testing.assert_allclose(ends[0], fit.interval_lo[:10], atol=1e-8)
+    np.testing.assert_allclose(ends[1], fit.interval_hi[:10], atol=1e-8)
+
+
+def test_density_checks_ride_along_and_redo_after_flooring():
+    """A density of exactly zero deep inside a large batch is found by the first pass: one warning,
+    and the whole fit is redone on floored densities (same result as flooring up front)."""
+    rng = np.random.default_rng(10)
+    is_a = rng.uniform(size=(300, 80)) < 0.5
+    p_a, p_h = PHI.densities(_sample_phi(rng, is_a.size, is_a.ravel()).reshape(is_a.shape))
+    p_a[250, 7] = 0.0
+    with pytest.warns(ZeroDensityWarning, match="1 event density"):
+        fit = fit_mixture(p_a, p_h, alpha_true=0.5)
+    floor = 1e-12 * max(p_a.max(), p_h.max())
+    ref = fit_mixture(np.maximum(p_a, floor), p_h, alpha_true=0.5)
+    np.testing.assert_array_equal(fit.alpha_hat, ref.alpha_hat)
+    assert np.isfinite(fit.alpha_hat).all() and fit.converged.all()
+    with pytest.raises(ValueError, match="NaN or inf"):
+        p_h[299, 79] = np.inf
+        fit_mixture(p_a, p_h)

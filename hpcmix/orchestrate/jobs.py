@@ -75,7 +75,17 @@ TEMPLATE_FIELDS = {
                        "'scott', 'silverman' or a number > 0 (estimation-space units)", default=None),
     "grid_size": Field(lambda v: is_int(v, 64), "an integer >= 64", default=None),
     "logit_clip": Field(lambda v: is_positive_number(v) and v < 0.5, "a number in (0, 0.5)", default=None),
+    "adaptive": Field(lambda v: isinstance(v, bool), "true (Abramson adaptive kernels) or false", default=None),
+    "positivity_quantile": Field(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 0.5,
+                                 "a number in [0, 0.5)", default=None),
 }
+
+
+def resolved_template_settings(section: Mapping[str, Any]) -> dict[str, Any]:
+    """Job-file template settings with the config defaults filled in (they address the stage output)."""
+    from .. import config
+
+    return {k: config.get(f"templates.{k}", section.get(k)) for k in TEMPLATE_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)

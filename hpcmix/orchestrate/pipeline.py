@@ -18,7 +18,7 @@ import numpy as np
 from ..generate.run import plan_generation, run_generation
 from ..physics.features import network_inputs
 from . import stages
-from .jobs import Job, settings_hash
+from .jobs import Job, resolved_template_settings, settings_hash
 from .lock import output_lock
 
 SMEARED = {"none": False, "detector": True}
@@ -117,10 +117,11 @@ def plan_study(job: Job) -> StudyPlan:
             h = settings_hash("model", events_fp, sm, names, dict(job.classifier), job.seed)
             models[sm] = os.path.join(out, "models", h)
     templates = {}
+    template_settings = resolved_template_settings(job.templates)
     for method in methods:
         for sm in job.smearing:
             upstream = os.path.basename(models[sm]) if method == "nn" else None
-            h = settings_hash("templates", events_fp, method, sm, upstream, dict(job.templates))
+            h = settings_hash("templates", events_fp, method, sm, upstream, template_settings)
             templates[(method, sm)] = os.path.join(out, "templates", h)
     n_toys, batch = job.toys["n_toys"], job.toys["batch_size"]
     sizes = tuple([batch] * (n_toys // batch) + ([n_toys % batch] if n_toys % batch else []))
@@ -231,7 +232,7 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
     todo = {k: d for k, d in plan.templates.items() if not stages.is_done(d)}
     skipped["templates"] = len(plan.templates) - len(todo)
     futures = {k: pools.cpu.client.submit(stages.templates_task, plan.events, job.samples, SMEARED[k[1]], k[0],
-                                          plan.models.get(k[1]), dict(job.templates), d, pure=False,
+                                          plan.models.get(k[1]), resolved_template_settings(job.templates), d, pure=False,
                                           key=f"templates-{os.path.basename(d)}")
                for k, d in todo.items()}
     for k, fut in _progress(futures, "templates", progress):

@@ -100,7 +100,8 @@ def templates_task(store_path: str, samples: Sequence[str], smeared: bool, metho
     elif method == "nn":
         # KDEs on the template split, separate from the events the network trained on
         v_h, v_a = _method_values(store, samples, "template", method=method, smeared=smeared, model_dir=model_dir)
-        settings = {k: v for k, v in template_settings.items() if v is not None}
+        # job-file names -> KDETemplates keywords
+        settings = {{"logit_clip": "clip"}.get(k, k): v for k, v in template_settings.items() if v is not None}
         templates = KDETemplates(np.concatenate([v_h, v_a]), np.r_[np.zeros(v_h.size, bool), np.ones(v_a.size, bool)],
                                  **settings)
         info = {"bandwidths": list(templates.bandwidths), "space": templates.space}

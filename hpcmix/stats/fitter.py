@@ -9,7 +9,6 @@ for every toy. All toys of a call iterate together on (n_toys, n_max) arrays; pa
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, fields
 
@@ -363,6 +362,7 @@ def _fit_block(w, lim_lo, lim_hi, alpha_true, tol, max_iter):
 
 _CHUNK_EVENTS = 1 << 20  # events per chunk of toys whose per-toy algebra runs together
 _K = 8  # power sums in pass 2 (even)
+_SIGMA_RTOL = 1e-6  # certified relative accuracy of the curvature behind sigma_hat
 _PROD_SAFE = 600.0  # bound on sum |ln z| that keeps the running product far from over/underflow
 
 
@@ -455,31 +455,36 @@ def _fast_chunk(p_a, p_h, buf, n_ev, lim_lo, lim_hi, alpha_true, tol, block, ext
         np.einsum("ij,ij->j", u4, u3, out=s[6, c])
         np.einsum("ij,ij->j", u4, u4, out=s[7, c])
     m1 = _u_range(wmax, wmin, a1)
-    k = np.arange(1, _K + 1)[:, None]
-    g = s * np.where(k % 2 == 1, 1.0, -1.0)  # D'(d) = sum_k g[k] d^k + R
-    dcoef = np.vstack([np.zeros((1, n)), g / k])  # D(d) = sum_k dcoef[k] d^k + ...
-    delta = _poly_solve(g, 0.0, s[0] / s[1], 3)
+    g = s.copy()
+    g[1::2] *= -1.0  # D'(d) = sum_k g[k] d^k + R
+    h = np.vstack([np.zeros((1, n)), g / np.arange(1, _K + 1)[:, None]])  # D(d) = sum_k h[k] d^k + ...
+    # alpha_hat = a1 + delta with D'(delta) = 0: Newton from S1/S2 (|delta| is ~1e-3 here)
+    delta = s[0] / s[1]
+    for _ in range(2):
+        p, dp = _horner(g, delta, deriv=True)
+        delta -= p / dp
+    p, dp = _horner(g, delta, deriv=True)
     md = np.abs(delta) * m1
-    resid = np.abs(_horner(g, delta))
     rem = np.abs(delta) ** _K * m1 * s[_K - 1] / (1.0 - md)
-    err = 2.0 * (rem + resid) * (1.0 + md) ** 2 / s[1]
+    err = 2.0 * (rem + np.abs(p)) * (1.0 + md) ** 2 / s[1]
     alpha_hat = a1 + delta
     ok &= (md < 0.5) & (err <= tol * (1.0 + np.abs(alpha_hat)))
     ok &= (lim_lo + err < alpha_hat) & (alpha_hat < lim_hi - err)
-    # -lnL''(alpha_hat) = sum u^2 / (1 + delta u)^2 = -D''(delta)
-    curv = _horner(g[1:] * -k[:-1], delta)
+    curv = -dp  # -lnL''(alpha_hat) = sum u^2 / (1 + delta u)^2, to 1e-6 relative (sigma_hat: 5e-7)
     sigma_hat = 1.0 / np.sqrt(np.where(curv > 0, curv, np.nan))
-    ok &= np.isfinite(sigma_hat)
-    c0 = _horner(dcoef, delta)  # lnL(alpha_hat) - lnL(a1)
+    curv_rem = _K * np.abs(delta) ** (_K - 1) * m1 * s[_K - 1] / (1.0 - md) ** 2
+    ok &= np.isfinite(sigma_hat) & (curv_rem <= _SIGMA_RTOL * curv)
+    c0 = _horner(h, delta)  # lnL(alpha_hat) - lnL(a1)
 
-    # crossing starts: D(d) = c0 - 1/2 on each side, on the series
-    d2 = np.where(ok, np.vstack([delta - sigma_hat, delta + sigma_hat]), 0.0)
-    d2 = _poly_solve(dcoef, c0 - 0.5, d2, 3)
+    # crossing starts: D(d) = c0 - 1/2 on each side, on the series, from the cubic estimate
+    # x = x0 (1 + S3 x0^3 / 3), x0 = -+sigma_hat, around alpha_hat
+    x0 = np.vstack([-sigma_hat, sigma_hat])
+    d2 = np.where(ok, delta + x0 * (1.0 + s[2] * x0**3 / 3.0), 0.0)
+    d2 = _poly_solve(h, c0 - 0.5, d2, 2)
     mdx = np.abs(d2) * m1
     spread = np.sqrt(n_ev * s[1])  # >= sum |u|
     ok &= ((mdx < 0.75) & (np.abs(d2) * spread / (1.0 - mdx) < _PROD_SAFE)).all(axis=0)
     dd = np.where(ok, d2, 0.0)
-
     if alpha_true is not None:
         dt = alpha_true - a1
         mdt = np.abs(dt) * m1
@@ -503,8 +508,15 @@ def _fast_chunk(p_a, p_h, buf, n_ev, lim_lo, lim_hi, alpha_true, tol, block, ext
     k2 = s[1] / (1.0 - mdi) ** 2 / (2.0 * np.abs(slope))
     e = 2.0 * (eps + k2 * np.abs(step)) * np.abs(step)
     ends = a1 + dd[:2] + step
-    ok &= (np.isfinite(ends) & (mdi < 0.9) & (e <= tol * (1.0 + np.abs(ends)))).all(axis=0)
-    ok &= (lim_lo < ends[0]) & (ends[0] < alpha_hat) & (alpha_hat < ends[1]) & (ends[1] < lim_hi)
+    good = np.isfinite(ends) & (mdi < 0.9) & (e <= tol * (1.0 + np.abs(ends)))
+    good &= (np.vstack([lim_lo, alpha_hat]) < ends) & (ends < np.vstack([alpha_hat, lim_hi]))
+    n_iter = np.full(n, 2, dtype=np.int64)
+    fix = ok & ~good.all(axis=0)
+    if fix.any():  # alpha_hat certified but a crossing is not: exact iteration on these toys only
+        idx = np.flatnonzero(fix)
+        ok[idx], ends[:, idx], it = _polish_crossings(p_a[idx] / p_h[idx] - 1.0, alpha_hat[idx], lo[idx],
+                                                      hi[idx], lim_lo[idx], lim_hi[idx], ends[:, idx], tol)
+        n_iter[idx] += it
     lr = np.full(n, np.nan)
     if alpha_true is not None:
         lr = np.where(lr_prod, np.maximum(2.0 * (c0 - logp[2]), 0.0), np.where(impossible, np.inf, np.nan))
@@ -512,12 +524,37 @@ def _fast_chunk(p_a, p_h, buf, n_ev, lim_lo, lim_hi, alpha_true, tol, block, ext
         if slow.size:  # alpha_true far out: logarithms, on these toys only
             rows = _Rows(p_a[slow] / p_h[slow] - 1.0)
             lr[slow] = np.maximum(2.0 * (rows.loglike(alpha_hat[slow]) - rows.loglike(alpha_true[slow])), 0.0)
-    res = dict(
-        alpha_hat=alpha_hat, sigma_hat=sigma_hat, interval_lo=ends[0], interval_hi=ends[1], lr_stat=lr,
-        converged=np.ones(n, dtype=bool), at_limit=np.zeros(n, dtype=bool),
-        interval_clipped=np.zeros(n, dtype=bool), n_iter=np.full(n, 2, dtype=np.int64),
-    )
+    res = {
+        "alpha_hat": alpha_hat, "sigma_hat": sigma_hat, "interval_lo": ends[0], "interval_hi": ends[1],
+        "lr_stat": lr, "converged": np.ones(n, dtype=bool), "at_limit": np.zeros(n, dtype=bool),
+        "interval_clipped": np.zeros(n, dtype=bool), "n_iter": n_iter,
+    }
     return res, ok
+
+
+def _polish_crossings(w, alpha_hat, lo, hi, lim_lo, lim_hi, ends, tol):
+    """Exact bracketed Newton for both Delta(-2 lnL) = 1 crossings of a few toys, from ``ends``.
+
+    Returns (ok, ends, iterations); toys whose crossing is clipped at a limit are not ok (the
+    robust path handles them).
+    """
+    rows = _Rows(w)
+    ref = rows.loglike(alpha_hat) - 0.5
+    ok = np.ones(alpha_hat.size, dtype=bool)
+    iters = np.zeros(alpha_hat.size, dtype=np.int64)
+    for side, bound, lim in ((0, lo, lim_lo), (1, hi, lim_hi)):
+        if np.isfinite(lim).any():  # a limit inside the domain: the crossing may be beyond it
+            at = np.where(np.isfinite(bound), bound, alpha_hat)
+            ok &= ~((bound == lim) & (rows.loglike(at) - ref >= 0))
+        x0 = ends[side]
+        x0 = np.where((x0 - bound) * (x0 - alpha_hat) < 0, x0, 0.5 * (bound + alpha_hat))
+        x0 = np.where(np.isfinite(x0), x0, alpha_hat - 1.0 if side == 0 else alpha_hat + 1.0)
+        x, done, it = _newton_bracket(lambda rr, xx, i: rr.level(xx, ref[i]), rows, bound, alpha_hat, x0,
+                                      False, tol, 200)
+        ends[side] = x
+        ok &= done & np.isfinite(x)
+        iters += it
+    return ok, ends, iters
 
 
 def _fit_all(p_a, p_h, n_events, lim_lo, lim_hi, alpha_true, tol, max_iter, block_size, density_floor,

@@ -2,7 +2,8 @@
 
 * ``PhiStarTemplates``: the analytic phi* model p_A = c + a cos x, p_H = c - a cos x on [0, 2 pi).
 * ``KDETemplates``: grid FFT kernel density estimates of the network output y in [0, 1],
-  estimated in logit space (default) or with reflection at 0 and 1.
+  estimated in logit space (default) or with reflection at 0 and 1, with Abramson adaptive
+  kernels (default, as RooKeysPdf) or one fixed bandwidth.
 * ``AnalyticTemplates``: any two callables on an interval (tests, toy models).
 
 The positivity rule (PHYSICS.md section 6): alpha is free except that

@@ -233,7 +233,7 @@ def test_fast_path_agrees_with_robust_path(which):
         templates, sampler = PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
     else:
         templates, sampler = BETA, _sample_beta
-    p_a, p_h, mask, n, alpha, _ = _random_toys(rng, templates, sampler, 2000)
+    p_a, p_h, mask, _, alpha, _ = _random_toys(rng, templates, sampler, 2000)
     limits = templates.positivity_limits()
     fit = fit_mixture(p_a, p_h, mask=mask, alpha_true=alpha, alpha_limits=limits)
     ref = _robust(p_a, p_h, mask, limits, alpha)
@@ -250,7 +250,7 @@ def test_fast_path_agrees_with_robust_path(which):
 
 def test_fast_path_blocks_chunks_and_tolerance(monkeypatch):
     """Results do not depend on the cache blocks or the chunking; a looser tol still meets it."""
-    import hpcmix.stats.fitter as fitter
+    from hpcmix.stats import fitter
 
     rng = np.random.default_rng(8)
     is_a = rng.uniform(size=(700, 60)) < 0.6

@@ -33,6 +33,9 @@ toys:
   n_events: [20, 50]
   n_toys: {n_toys}
   batch_size: 20
+auc_study:
+  sets: [phi_star, [phi_star, upsilon_plus, upsilon_minus]]
+  classifier: {{max_epochs: 1}}
 """
 
 
@@ -46,11 +49,18 @@ def _quiet(_msg):
     pass
 
 
+def _local_site():
+    """The default site, with a free dashboard port (8787 may be taken by another run on this machine)."""
+    from hpcmix.orchestrate.cluster import load_site
+
+    return load_site("local").with_overrides(cpu={"dashboard_address": ":0"})
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     job = load_job(_job_file(tmp))
-    return tmp, job, run_study(job, site="local", progress=False, echo=_quiet)
+    return tmp, job, run_study(job, site=_local_site(), progress=False, echo=_quiet)
 
 
 @pytest.mark.pythia
@@ -72,6 +82,9 @@ def test_local_run_produces_the_results_table(local_run):
                                                                 "templates_nn_none.png"}
     assert all(os.path.getsize(f) > 1000 for f in outcome.figures)
     assert set(outcome.training) == {"none", "detector"}
+    # the feature-subset AUC study ran from the job file: one row per input set
+    assert "| phi_star | 1 |" in outcome.table and "| phi_star+upsilon_plus+upsilon_minus | 3 |" in outcome.table
+    assert os.path.exists(os.path.join(job.output, "report", "auc_study.md"))
     assert all(0.3 < t["roc_auc"] < 0.8 for t in outcome.training.values())
 
 
@@ -79,14 +92,14 @@ def test_local_run_produces_the_results_table(local_run):
 @pytest.mark.tensorflow
 def test_rerun_skips_everything_and_a_changed_toy_setting_redoes_only_toys(local_run):
     tmp, job, first = local_run
-    again = run_study(job, site="local", progress=False, echo=_quiet)
-    assert again.skipped == {"generate": 8, "train": 2, "templates": 4, "toys": len(first.plan.cells) * 2}
+    again = run_study(job, site=_local_site(), progress=False, echo=_quiet)
+    assert again.skipped == {"generate": 8, "train": 4, "templates": 4, "toys": len(first.plan.cells) * 2}
     a = xr.open_zarr(first.results_path, consolidated=False).alpha_hat.values
     b = xr.open_zarr(again.results_path, consolidated=False).alpha_hat.values
     assert np.array_equal(a, b)
     more = load_job(_job_file(tmp, "more.yaml", n_toys=60))
-    changed = run_study(more, site="local", progress=False, echo=_quiet)
-    assert changed.skipped["generate"] == 8 and changed.skipped["train"] == 2 and changed.skipped["templates"] == 4
+    changed = run_study(more, site=_local_site(), progress=False, echo=_quiet)
+    assert changed.skipped["generate"] == 8 and changed.skipped["train"] == 4 and changed.skipped["templates"] == 4
     assert changed.skipped["toys"] == 0 and changed.plan.results != first.plan.results
     assert xr.open_zarr(changed.results_path, consolidated=False).sizes["toy"] == 60
 

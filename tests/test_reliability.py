@@ -84,7 +84,7 @@ toys: {{alpha: [0.5], n_events: [100], n_toys: 10}}
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**10, 10**10 - 10**8, 10**8))
     with pytest.raises(InsufficientDiskError, match=r"needs about 3.6 GB .* has 0.1 GB free"):
-        run_study(job, site="local")
+        run_study(job, site="nowhere")  # refused before the site is even looked up
     assert not os.path.exists(plan_study(job).events)
 
 

@@ -54,6 +54,14 @@ JOB_FIELDS = {
     "classifier": Field(lambda v: isinstance(v, Mapping), "a mapping of classifier settings", default={}),
     "templates": Field(lambda v: isinstance(v, Mapping), "a mapping of template settings", default={}),
     "toys": Field(lambda v: isinstance(v, Mapping), "a mapping (methods, alpha, n_events, n_toys, batch_size)"),
+    "auc_study": Field(lambda v: v is None or isinstance(v, Mapping),
+                       "a mapping (sets, smearing, classifier) or null", default=None),
+}
+AUC_STUDY_FIELDS = {
+    "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
+                  "a non-empty list of network-input sets (names or lists of feature names)"),
+    "smearing": Field(lambda v: v in SMEARING_VARIANTS, f"one of {list(SMEARING_VARIANTS)}", default="none"),
+    "classifier": Field(lambda v: isinstance(v, Mapping), "a mapping of classifier settings", default={}),
 }
 GENERATE_FIELDS = {
     "profile": Field(lambda v: v in ("full", "fast"), "'full' or 'fast'", default="full"),
@@ -105,6 +113,7 @@ class Job:
     templates: Mapping[str, Any]
     toys: Mapping[str, Any]
     description: str = ""
+    auc_study: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -133,11 +142,22 @@ def load_job(path: str | os.PathLike) -> Job:
     _check_classifier(job["classifier"], source)
     _check_templates(job["templates"], source)
     _check_processes_and_features(job, source)
+    auc = None
+    if job["auc_study"] is not None:
+        auc = check_section(job["auc_study"], AUC_STUDY_FIELDS, source=source, prefix="auc_study.")
+        _check_classifier({**job["classifier"], **auc["classifier"]}, source)
+        from ..physics.features import network_inputs
+
+        for feature_set in auc["sets"]:
+            try:
+                network_inputs(feature_set)
+            except ValueError as err:
+                raise ConfigError(f"{source}: field 'auc_study.sets': {err}") from None
     output = job["output"] or os.path.join("hpcmix-output", job["name"])
     return Job(name=job["name"], source=source, output=output, seed=job["seed"], samples=tuple(job["samples"]),
                processes=job["processes"], generate=gen, smearing=tuple(job["smearing"]),
                features=job["features"], classifier=job["classifier"], templates=job["templates"], toys=toys,
-               description=job["description"])
+               description=job["description"], auc_study=auc)
 
 
 def _check_classifier(section: Mapping[str, Any], source: str) -> None:

@@ -48,6 +48,7 @@ class StudyPlan:
     results: str
     report: str
     feature_names: tuple[str, ...]
+    auc_models: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)  # set -> (inputs, folder)
 
     @property
     def n_toy_tasks(self) -> int:
@@ -61,7 +62,9 @@ class StudyPlan:
                  f"({', '.join(f'{k} {n * g.layout.chunk_size}' for k, n in g.layout.split_chunks)}), "
                  f"profile {g.layout.settings['profile']}",
                  f"  train    : {len(self.models)} classifier(s) ({', '.join(self.models)}), "
-                 f"{len(self.feature_names)} inputs",
+                 f"{len(self.feature_names)} inputs"
+                 + (f"; AUC study: {len(self.auc_models)} more ({', '.join(self.auc_models)})"
+                    if self.auc_models else ""),
                  f"  templates: {len(self.templates)} ({', '.join('/'.join(k) for k in self.templates)})",
                  f"  toys     : {len(self.cells)} cells x {self.job.toys['n_toys']} toys in {self.n_toy_tasks} tasks",
                  f"  results  : {self.results}", f"  report   : {self.report}"]
@@ -78,7 +81,7 @@ class StudyPlan:
         n_train = g.layout.split_ranges()["train"][1] - g.layout.split_ranges()["train"][0]
         epochs = min(int(self.job.classifier.get("max_epochs", config.get("train.max_epochs"))),
                      int(config.get("estimates.training_epochs")))
-        train = len(self.models) * epochs * n_train * len(g.layout.samples) * 0.8 / config.get(
+        train = (len(self.models) + len(self.auc_models)) * epochs * n_train * len(g.layout.samples) * 0.8 / config.get(
             "estimates.training_samples_per_core_second")
         toy_events = self.job.toys["n_toys"] * sum(c.n_events for c in self.cells)
         toys = toy_events / config.get("estimates.toy_events_per_core_second")
@@ -132,9 +135,18 @@ def plan_study(job: Job) -> StudyPlan:
                 h = settings_hash("toys", os.path.basename(tdir), float(alpha), int(n), sizes, job.seed)
                 cells.append(ToyCell(method, sm, float(alpha), int(n), tdir, os.path.join(out, "toys", h), sizes))
     results_hash = settings_hash("results", [c.folder for c in cells])
+    auc_models = {}
+    if job.auc_study:
+        study = job.auc_study
+        for feature_set in study["sets"]:
+            inputs = network_inputs(feature_set)
+            label = feature_set if isinstance(feature_set, str) else "+".join(inputs)
+            h = settings_hash("model", events_fp, study["smearing"], inputs,
+                              {**job.classifier, **study["classifier"]}, job.seed)
+            auc_models[label] = (tuple(inputs), os.path.join(out, "models", h))
     return StudyPlan(job=job, generation=generation, events=events, models=models, templates=templates,
                      cells=tuple(cells), results=os.path.join(out, "results", f"{results_hash}.zarr"),
-                     report=os.path.join(out, "report"), feature_names=tuple(names))
+                     report=os.path.join(out, "report"), feature_names=tuple(names), auc_models=auc_models)
 
 
 @dataclass
@@ -211,22 +223,28 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
     echo(report.format())
 
     t0 = time.perf_counter()
-    todo = {sm: d for sm, d in plan.models.items() if not stages.is_done(d)}
-    skipped["train"] = len(plan.models) - len(todo)
+    # the study's classifiers, plus the feature-set AUC study's (same stage, same pool)
+    wanted = {sm: (SMEARED[sm], plan.feature_names, dict(job.classifier), d) for sm, d in plan.models.items()}
+    if job.auc_study:
+        over = {**job.classifier, **job.auc_study["classifier"]}
+        wanted.update({f"auc:{label}": (SMEARED[job.auc_study["smearing"]], inputs, over, d)
+                       for label, (inputs, d) in plan.auc_models.items()})
+    todo = {k: w for k, w in wanted.items() if not stages.is_done(w[3])}
+    skipped["train"] = len(wanted) - len(todo)
     if todo:
         pool = pools.training
         if pools.gpu is None:
             echo("train: this site has no GPU pool; training on the CPU pool")
-        futures = {sm: pool.client.submit(stages.train_task, plan.events, job.samples, SMEARED[sm],
-                                          plan.feature_names, dict(job.classifier), job.seed, d, pure=False,
-                                          key=f"train-{os.path.basename(d)}")
-                   for sm, d in todo.items()}
-        for sm, fut in _progress(futures, "train", progress):
+        futures = {k: pool.client.submit(stages.train_task, plan.events, job.samples, smeared, inputs, over,
+                                         job.seed, d, pure=False, key=f"train-{os.path.basename(d)}")
+                   for k, (smeared, inputs, over, d) in todo.items()}
+        for k, fut in _progress(futures, "train", progress):
             info = fut.result()
-            echo(f"train [{sm}]: ROC AUC {info['roc_auc']:.4f} on {info['n_test']} test events, "
+            echo(f"train [{k}]: ROC AUC {info['roc_auc']:.4f} on {info['n_test']} test events, "
                  f"{info['epochs_run']} epochs, device {info['device']}, "
                  f"SLURM job {info['worker'].get('slurm_job_id')}")
     seconds["train"] = time.perf_counter() - t0
+    auc_table = _auc_table(plan)
 
     t0 = time.perf_counter()
     todo = {k: d for k, d in plan.templates.items() if not stages.is_done(d)}
@@ -272,12 +290,29 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
 
     t0 = time.perf_counter()
     table, figures = write_report(ds, plan.report, templates=templates)
+    if auc_table:
+        with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
+            f.write(auc_table + "\n")
+        table = table + "\n\n" + auc_table
     seconds["report"] = time.perf_counter() - t0
     training = {sm: stages.read_done(d) for sm, d in plan.models.items()}
     slurm_jobs["train"] = tuple(sorted({t["worker"]["slurm_job_id"] for t in training.values()
                                         if t["worker"].get("slurm_job_id")}))
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
                         seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training)
+
+
+def _auc_table(plan: StudyPlan) -> str:
+    """ROC AUC per network-input set (the paper's feature-subset study), from the training records."""
+    if not plan.auc_models:
+        return ""
+    study = plan.job.auc_study
+    lines = [f"ROC AUC per network-input set (smearing: {study['smearing']}; test split)",
+             "| inputs | n inputs | ROC AUC | epochs |", "|---|---|---|---|"]
+    for label, (inputs, d) in plan.auc_models.items():
+        info = stages.read_done(d)
+        lines.append(f"| {label} | {len(inputs)} | {info['roc_auc']:.4f} | {info['epochs_run']} |")
+    return "\n".join(lines)
 
 
 def _pool_sizes(plan: StudyPlan) -> str:

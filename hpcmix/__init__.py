@@ -1,6 +1,11 @@
 """hpcmix: signal-mixture toy studies from Pythia events to xarray tables, on a laptop or SLURM."""
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
+
+# TensorFlow's C++ start-up chatter (oneDNN, CPU features) on every worker buries the progress
+# output; errors still show. Set TF_CPP_MIN_LOG_LEVEL yourself to see it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import config  # noqa: F401  (loads the YAML defaults into dask.config)
 

@@ -129,10 +129,11 @@ class MixtureAccessor:
         conv_all = ds["converged"].values if "converged" in ds else np.isfinite(ds["alpha_hat"].values)
         lim_all = ds["at_limit"].values if "at_limit" in ds else np.zeros(ds["alpha_hat"].shape, bool)
         alphas = ds["alpha"].values
+        # load each variable once (a lazily opened Zarr Dataset reads from disk on every .values)
+        a_hat, s_hat, lo, hi, lr = (ds[v].values for v in ("alpha_hat", "sigma_hat", "interval_lo",
+                                                             "interval_hi", "lr_stat"))
         for idx in np.ndindex(*shape):  # a loop over cells (few), never over toys
-            cell = _cell_summary(ds["alpha_hat"].values[idx], ds["sigma_hat"].values[idx],
-                                 ds["interval_lo"].values[idx], ds["interval_hi"].values[idx],
-                                 ds["lr_stat"].values[idx], conv_all[idx], lim_all[idx],
+            cell = _cell_summary(a_hat[idx], s_hat[idx], lo[idx], hi[idx], lr[idx], conv_all[idx], lim_all[idx],
                                  alphas[idx[2]], float(cr_all[idx]))
             for k, v in cell.items():
                 res[k][idx] = v

@@ -303,3 +303,37 @@ def test_second_run_on_the_same_output_is_refused_and_a_killed_holder_releases(t
         holder.stdout.close()
     with output_lock(folder, what="second run"):
         pass
+
+
+@pytest.mark.slow
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_worker_killed_mid_toys_gives_identical_results(tmp_path, local_run):
+    """SIGKILL a worker process while toy batches are being fitted: Dask reruns them, nothing changes."""
+    import threading
+
+    from hpcmix.orchestrate.cluster import make_clusters
+
+    job = load_job(_job_file(tmp_path))
+    plan = plan_study(job)
+    killed = []
+
+    def kill_when_toys_start(pools):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not _stage_reached(plan, "toys"):
+            time.sleep(0.02)
+        pid = sorted(pools.cpu.client.run(os.getpid).values())[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+    with make_clusters(_local_site()) as pools:
+        t = threading.Thread(target=kill_when_toys_start, args=(pools,), daemon=True)
+        t.start()
+        outcome = run_study(job, pools=pools, progress=False, echo=_quiet)
+        t.join(timeout=60)
+    assert killed, "no worker was killed"
+    _, _, uninterrupted = local_run
+    a = xr.open_zarr(uninterrupted.plan.results, consolidated=False)
+    b = xr.open_zarr(outcome.plan.results, consolidated=False)
+    for name in ("alpha_hat", "sigma_hat", "lr_stat", "interval_lo", "interval_hi"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)

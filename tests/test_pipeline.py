@@ -130,7 +130,7 @@ def _completed(plan) -> dict:
     except (FileNotFoundError, ValueError):
         chunks = 0
     return {"generate": chunks,
-            "train": sum(stages.is_done(d) for d in plan.models.values()),
+            "train": sum(stages.is_done(d) for d in [*plan.models.values(), *(d for _, d in plan.auc_models.values())]),
             "templates": sum(stages.is_done(d) for d in plan.templates.values()),
             "toys": sum(len([f for f in os.listdir(c.folder) if f.endswith(".pkl")])
                         for c in plan.cells if os.path.isdir(c.folder))}

@@ -1,18 +1,12 @@
-"""The default cluster: a ``LocalCluster`` of single-threaded worker processes, one per core."""
+"""A Client on the default local site, for callers that want one client rather than the site's pools."""
 
 from __future__ import annotations
 
-import os
 
+def local_client(n_workers: int | None = None, *, dashboard_address: str = ":0"):
+    """The CPU pool of ``site_configs/local.yaml`` (one single-threaded worker process per core
+    unless ``n_workers``); the caller closes the client and ``client.cluster``."""
+    from .cluster import make_clusters
 
-def local_client(n_workers: int | None = None, *, dashboard_address: str = ":0", silence_logs: bool = True):
-    """Start a LocalCluster and return its Client (the caller closes both)."""
-    import logging
-
-    from distributed import Client, LocalCluster
-
-    n_workers = n_workers or len(os.sched_getaffinity(0))
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=dashboard_address,
-                           silence_logs=logging.WARNING if silence_logs else logging.INFO)
-    return Client(cluster)
+    pools = make_clusters("local", gpu=False, cpu={"n_workers": n_workers, "dashboard_address": dashboard_address})
+    return pools.cpu.client

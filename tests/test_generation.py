@@ -10,7 +10,7 @@ from hpcmix.generate.pythia_task import ChunkSpec, GenerationError, generate_chu
 from hpcmix.generate.run import derive_arrays, plan_generation, run_generation
 from hpcmix.generate.seeds import PYTHIA_SEED_MAX, pythia_seeds, smearing_rng
 from hpcmix.physics.features import FEATURE_NAMES, frame_transform
-from hpcmix.physics.layout import NU_MINUS, NU_PLUS, PI_MINUS, PI_PLUS
+from hpcmix.physics.layout import NU_MINUS, NU_PLUS, PI0_MINUS, PI0_PLUS, PI_MINUS, PI_PLUS
 from hpcmix.physics.selection import SelectionCuts, visible_tau_cutflow
 from hpcmix.store import EventStore, StoreMismatchError
 
@@ -70,7 +70,7 @@ def test_stored_events_pass_the_selection_and_cutflow_is_consistent(small_store)
     cuts = SelectionCuts.from_config()
     for sample in ("H", "A"):
         p4, _, _ = _all_events(small_store, sample)
-        assert visible_tau_cutflow(p4, cuts)["delta_r"].all()
+        assert visible_tau_cutflow(p4, cuts)["m_vis"].all()
         flow = store.cutflow(sample)
         counts = list(flow.values())
         assert counts == sorted(counts, reverse=True), "a cut flow never grows"
@@ -238,6 +238,21 @@ def test_process_defined_as_data_generates(tmp_path):
                            processes=z, cuts=SelectionCuts.from_config(tau_vis_pt_min=5.0))
     truth = generate_chunk(plan.specs[0])
     assert truth.p4.shape == (5, 6, 4) and truth.cutflow["tried"] >= 5
+
+
+def test_visible_mass_window_is_applied_and_counted():
+    """The reference code's 150-500 GeV m_vis window, narrowed so that it bites: every kept event is inside."""
+    cuts = SelectionCuts.from_config(m_vis_min=300.0, m_vis_max=400.0)
+    plan = plan_generation(samples=("A",), splits={"test": 40}, chunk_size=40, profile="fast", seed=11, cuts=cuts)
+    assert plan.layout.settings["selection"]["m_vis_min"] == 300.0
+    truth = generate_chunk(plan.specs[0])
+    p4 = truth.p4[:, [PI_PLUS, PI0_PLUS, PI_MINUS, PI0_MINUS]].sum(axis=1)
+    m_vis = np.sqrt(p4[:, 3] ** 2 - (p4[:, :3] ** 2).sum(axis=1))
+    assert ((m_vis >= 300.0) & (m_vis < 400.0)).all()
+    flow = truth.cutflow
+    # most events at 450 GeV have m_vis below 300 GeV: the window removes more than it keeps
+    assert flow["m_vis"] < 0.5 * flow["delta_r"]
+    assert flow["lepton_veto"] == 40
 
 
 def test_process_without_taus_stops_with_the_cutflow():

@@ -236,6 +236,8 @@ _DELETE = object()
     ("classifier.dropout", 1.5, r"classifier: .*dropout"),
     ("classifier.layers", [3], r"unknown field 'classifier.layers'"),
     ("templates.bandwidth", -1, r"field 'templates.bandwidth' has value -1"),
+    ("selection.m_vis_min", -5.0, r"selection: the visible-mass window needs 0 <= m_vis_min < m_vis_max"),
+    ("selection.mvis_max", 500.0, r"selection: unknown selection cut\(s\) \['mvis_max'\]"),
 ])
 def test_bad_job_fields(tmp_path, path, value, message):
     import yaml
@@ -262,6 +264,23 @@ def test_shipped_jobs_are_valid():
         if name.endswith(".yaml"):
             plan = plan_study(load_job(os.path.join(jobs, name)))
             assert plan.n_toy_tasks > 0 and plan.generation.n_tasks > 0
+
+
+def test_job_selection_reaches_the_event_store_address(tmp_path):
+    """A job's selection section sets the cuts, and a different window is a different event store."""
+    import yaml
+
+    def plan_for(selection):
+        f = tmp_path / "sel.yaml"
+        f.write_text(yaml.safe_dump({**GOOD, "selection": selection}))
+        return plan_study(load_job(f))
+
+    windowed, plain = plan_for({"m_vis_min": 150.0, "m_vis_max": 500.0}), plan_for({})
+    cuts = windowed.generation.specs[0].cuts
+    assert (cuts.m_vis_min, cuts.m_vis_max) == (150.0, 500.0)
+    assert windowed.generation.layout.settings["selection"]["m_vis_max"] == 500.0
+    assert plain.generation.specs[0].cuts.m_vis_max is None
+    assert windowed.events != plain.events
 
 
 def test_cli_dry_run_prints_the_plan_and_starts_nothing(tmp_path):

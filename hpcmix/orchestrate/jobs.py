@@ -48,6 +48,8 @@ JOB_FIELDS = {
                      "two distinct process names: [alpha = 0 component, alpha = 1 component]", default=["H", "A"]),
     "processes": Field(lambda v: isinstance(v, Mapping), "a mapping of process definitions", default={}),
     "generate": Field(lambda v: isinstance(v, Mapping), "a mapping (profile, chunk_size, events)"),
+    "selection": Field(lambda v: isinstance(v, Mapping), "a mapping of selection cuts (hpcmix.selection)",
+                       default={}),
     "smearing": Field(_is_subset_list(SMEARING_VARIANTS), f"a non-empty list from {list(SMEARING_VARIANTS)}",
                       default=list(SMEARING_VARIANTS)),
     "features": Field(_is_features, "a named network-input set or a list of feature names", default="reference25"),
@@ -107,6 +109,7 @@ class Job:
     samples: tuple[str, str]
     processes: Mapping[str, Any]
     generate: Mapping[str, Any]
+    selection: Mapping[str, Any]
     smearing: tuple[str, ...]
     features: Any
     classifier: Mapping[str, Any]
@@ -140,6 +143,7 @@ def load_job(path: str | os.PathLike) -> Job:
     gen = check_section(job["generate"], GENERATE_FIELDS, source=source, prefix="generate.")
     toys = check_section(job["toys"], TOYS_FIELDS, source=source, prefix="toys.")
     _check_classifier(job["classifier"], source)
+    _check_selection(job["selection"], source)
     _check_templates(job["templates"], source)
     _check_processes_and_features(job, source)
     auc = None
@@ -155,7 +159,7 @@ def load_job(path: str | os.PathLike) -> Job:
                 raise ConfigError(f"{source}: field 'auc_study.sets': {err}") from None
     output = job["output"] or os.path.join("hpcmix-output", job["name"])
     return Job(name=job["name"], source=source, output=output, seed=job["seed"], samples=tuple(job["samples"]),
-               processes=job["processes"], generate=gen, smearing=tuple(job["smearing"]),
+               processes=job["processes"], generate=gen, selection=job["selection"], smearing=tuple(job["smearing"]),
                features=job["features"], classifier=job["classifier"], templates=job["templates"], toys=toys,
                description=job["description"], auc_study=auc)
 
@@ -172,6 +176,15 @@ def _check_classifier(section: Mapping[str, Any], source: str) -> None:
         ClassifierSettings.from_config(**section)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{source}: classifier: {err}") from None
+
+
+def _check_selection(section: Mapping[str, Any], source: str) -> None:
+    from ..physics.selection import SelectionCuts
+
+    try:
+        SelectionCuts.from_config(**section)
+    except ValueError as err:
+        raise ConfigError(f"{source}: selection: {err}") from None
 
 
 def _check_templates(section: Mapping[str, Any], source: str) -> None:

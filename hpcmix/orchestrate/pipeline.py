@@ -17,6 +17,7 @@ import numpy as np
 
 from ..generate.run import plan_generation, run_generation
 from ..physics.features import network_inputs
+from ..physics.selection import SelectionCuts
 from . import stages
 from .jobs import Job, resolved_template_settings, settings_hash
 from .lock import output_lock
@@ -108,7 +109,8 @@ def plan_study(job: Job) -> StudyPlan:
     gen = job.generate
     generation = plan_generation(samples=job.samples, splits=dict(gen["events"]), chunk_size=gen["chunk_size"],
                                  profile=gen["profile"], seed=job.seed, processes=job.processes,
-                                 max_tries_factor=gen["max_tries_factor"])
+                                 max_tries_factor=gen["max_tries_factor"],
+                                 cuts=SelectionCuts.from_config(**job.selection))
     out = job.output
     events_fp = generation.layout.fingerprint()
     events = os.path.join(out, "events", f"{events_fp}.zarr")

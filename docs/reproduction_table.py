@@ -1,39 +1,97 @@
-"""Print the tables of docs/REPRODUCTION.md from hpcmix-output/paper-table1-small/results.zarr."""
-import numpy as np, xarray as xr, json, glob, os
-import hpcmix.results  # accessor
-out = "hpcmix-output/paper-table1-small"
-ds = xr.open_zarr(f"{out}/results.zarr", consolidated=False)
-s = ds.mixture.summary()
-paper = {("phi_star","none"): {0.5:(0.50,0.27),0.7:(0.71,0.27),0.9:(0.90,0.27)},
-         ("phi_star","detector"): {0.5:(0.50,0.45),0.7:(0.70,0.46),0.9:(0.90,0.45)},
-         ("nn","none"): {0.5:(0.50,0.21),0.7:(0.70,0.21),0.9:(0.90,0.21)},
-         ("nn","detector"): {0.5:(0.48,0.37),0.7:(0.68,0.37),0.9:(0.88,0.37)}}
-print("| method, smearing | alpha | paper mean +- sigma | hpcmix mean | hpcmix sigma (Gauss fit) | Cramer-Rao | coverage 68% | pull width | KS p (Wilks) |")
-print("|---|---|---|---|---|---|---|---|---|")
-for (m, sm), row in paper.items():
-    for a, (pm, ps) in row.items():
-        c = s.sel({"method": m, "smearing": sm, "alpha": a, "n_events": 100})
-        print(f"| {m}, {sm} | {a} | {pm:.2f} +- {ps:.2f} | {float(c['mean']):.3f} +- {float(c['gauss_mean_err']):.3f} | "
-              f"{float(c['gauss_sigma']):.3f} +- {float(c['gauss_sigma_err']):.3f} | {float(c['cramer_rao']):.3f} | "
-              f"{float(c['coverage']):.3f} +- {float(c['coverage_err']):.3f} | {float(c['pull_width']):.2f} | {float(c['ks_pvalue']):.2f} |")
-print()
-print("| method, smearing | N | alpha | sigma (Gauss fit) | Cramer-Rao | sigma * sqrt(N/100) |")
-print("|---|---|---|---|---|---|")
-for m in ("phi_star", "nn"):
+"""Print the tables of docs/REPRODUCTION.md from a finished run of a paper job.
+
+    python docs/reproduction_table.py [jobs/paper-table1-small.yaml]
+
+Every path comes from the job's plan (the same settings hashes `hpcmix run`
+uses), so the numbers are those of this job's stages and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import xarray as xr
+
+import hpcmix.results  # noqa: F401  (registers the ds.mixture accessor)
+from hpcmix.orchestrate.jobs import load_job
+from hpcmix.orchestrate.pipeline import plan_study
+
+# PHYSICS.md section 7: mean +- sigma_alpha at N = 100
+PAPER = {
+    ("phi_star", "none"): {0.5: (0.50, 0.27), 0.7: (0.71, 0.27), 0.9: (0.90, 0.27)},
+    ("phi_star", "detector"): {0.5: (0.50, 0.45), 0.7: (0.70, 0.46), 0.9: (0.90, 0.45)},
+    ("nn", "none"): {0.5: (0.50, 0.21), 0.7: (0.70, 0.21), 0.9: (0.90, 0.21)},
+    ("nn", "detector"): {0.5: (0.48, 0.37), 0.7: (0.68, 0.37), 0.9: (0.88, 0.37)},
+}
+LABEL = {"phi_star": "phi*", "nn": "NN"}
+
+
+def cell(summary, method, smearing, alpha, n):
+    return {k: float(v) for k, v in summary.sel({"method": method, "smearing": smearing, "alpha": alpha,
+                                                 "n_events": n}).data_vars.items()}
+
+
+def table1(summary) -> None:
+    print("| method, smearing | alpha | paper | hpcmix mean | hpcmix sigma_alpha | Cramer-Rao | coverage "
+          "| pull width | KS p |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (m, sm), row in PAPER.items():
+        for a, (pm, ps) in row.items():
+            c = cell(summary, m, sm, a, 100)
+            print(f"| {LABEL[m]}, {sm} | {a} | {pm:.2f} +- {ps:.2f} | {c['mean']:.3f} +- {c['gauss_mean_err']:.3f} "
+                  f"| {c['gauss_sigma']:.3f} +- {c['gauss_sigma_err']:.3f} | {c['cramer_rao']:.3f} "
+                  f"| {c['coverage']:.3f} +- {c['coverage_err']:.3f} | {c['pull_width']:.2f} | {c['ks_pvalue']:.2f} |")
+
+
+def scaling(summary) -> None:
+    print("\n| method, smearing | N = 20 | N = 100 | N = 500 | sigma x sqrt(N/100) at 20 / 100 / 500 |")
+    print("|---|---|---|---|---|")
+    for (m, sm) in PAPER:
+        cs = [cell(summary, m, sm, 0.7, n) for n in (20, 100, 500)]
+        print(f"| {LABEL[m]}, {sm} | " + " | ".join(f"{c['gauss_sigma']:.3f} (CR {c['cramer_rao']:.3f})" for c in cs)
+              + " | " + " / ".join(f"{c['gauss_sigma'] * np.sqrt(n / 100):.3f}" for c, n in zip(cs, (20, 100, 500)))
+              + " |")
+    print()
     for sm in ("none", "detector"):
+        gains = []
         for n in (20, 100, 500):
-            c = s.sel({"method": m, "smearing": sm, "alpha": 0.7, "n_events": n})
-            print(f"| {m}, {sm} | {n} | 0.7 | {float(c['gauss_sigma']):.3f} +- {float(c['gauss_sigma_err']):.3f} | "
-                  f"{float(c['cramer_rao']):.3f} | {float(c['gauss_sigma'])*np.sqrt(n/100):.3f} |")
-print()
-for sm in ("none", "detector"):
-    for n in (20, 100, 500):
-        p = float(s.sel({"method": "phi_star", "smearing": sm, "alpha": 0.7, "n_events": n})["gauss_sigma"])
-        q = float(s.sel({"method": "nn", "smearing": sm, "alpha": 0.7, "n_events": n})["gauss_sigma"])
-        print(f"gain NN over phi* ({sm}, N={n}): {1 - q/p:.1%}")
-print()
-for d in sorted(glob.glob(f"{out}/templates/*/done.json")):
-    print(d, json.load(open(d)))
-for d in sorted(glob.glob(f"{out}/models/*/done.json")):
-    i = json.load(open(d)); print(d, i.get("roc_auc"), i.get("epochs_run"), i.get("n_train"))
-print(ds.attrs.get("pool_reuse_note"))
+            p = cell(summary, "phi_star", sm, 0.7, n)["gauss_sigma"]
+            q = cell(summary, "nn", sm, 0.7, n)["gauss_sigma"]
+            gains.append(f"{1 - q / p:.1%}")
+        print(f"gain of the NN over phi* at alpha = 0.7, smearing {sm}, N = 20 / 100 / 500: {' / '.join(gains)}")
+
+
+def records(plan) -> None:
+    print()
+    for (method, sm), d in plan.templates.items():
+        info = json.load(open(os.path.join(d, "done.json")))
+        extra = (f"a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}" if method == "phi_star"
+                 else f"KDE bandwidths {info['bandwidths']}")
+        print(f"templates {method}/{sm}: {extra}; test pools H {info['n_pool_h']}, A {info['n_pool_a']}")
+    for sm, d in plan.models.items():
+        info = json.load(open(os.path.join(d, "done.json")))
+        print(f"classifier {sm}: ROC AUC {info['roc_auc']:.4f}, {info['epochs_run']} epochs, "
+              f"{info['n_train']} training events")
+    for label, (inputs, d) in plan.auc_models.items():
+        path = os.path.join(d, "done.json")
+        if os.path.exists(path):
+            info = json.load(open(path))
+            print(f"AUC study {label} ({len(inputs)} inputs): ROC AUC {info['roc_auc']:.4f}, "
+                  f"{info['epochs_run']} epochs")
+
+
+def main() -> None:
+    plan = plan_study(load_job(sys.argv[1] if len(sys.argv) > 1 else "jobs/paper-table1-small.yaml"))
+    ds = xr.open_zarr(plan.results, consolidated=False)
+    summary = ds.mixture.summary()
+    table1(summary)
+    scaling(summary)
+    records(plan)
+    print("\n" + str(ds.attrs.get("pool_reuse_note", "")))
+
+
+if __name__ == "__main__":
+    main()

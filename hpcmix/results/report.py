@@ -69,11 +69,11 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
                         continue
                     c = summ.sel({"method": m, "smearing": s, "alpha": a, "n_events": n})
                     mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
-                    _, edges, _ = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
+                    _, edges, patches = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
                     if np.isfinite(sig) and sig > 0:
                         grid = np.linspace(edges[0], edges[-1], 300)
                         ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),
-                                lw=1, color=ax.lines[-1].get_color() if ax.lines else None)
+                                lw=1, color=patches[0].get_edgecolor())
                         ax.plot([], [], " ", label=f"  fit {mu:.2f} ± {sig:.2f}")
                 ax.set_xlabel("alpha_hat")
                 ax.set_ylabel("test sets")

@@ -44,6 +44,8 @@ def model_dir(small_store, study_dir):
     res = invoke("train", small_store, "--set", "hidden_layers=16,16", "--set", "max_epochs=2",
                  "--set", "batch_norm=false", "--seed", "3", "--out", out)
     assert "ROC AUC" in res.output and "device" in res.output and str(out) in res.output
+    # a line per epoch while it trains, not only the summary at the end
+    assert "hpcmix.train: training on" in res.output and "Epoch 2/2" in res.output
     return out
 
 

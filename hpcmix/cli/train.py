@@ -127,7 +127,7 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite):
                f"seed {seed}) -> {out}")
     t0 = time.perf_counter()
     try:
-        info = stages.train_task(ev.path, pair, SMEARED[smearing], names, overrides, seed, out)
+        info = stages.train_task(ev.path, pair, SMEARED[smearing], names, overrides, seed, out, progress=True)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
     # provenance for 'hpcmix templates' (which smearing, store and samples this model belongs to)

@@ -49,8 +49,11 @@ def labelled_features(store: EventStore, samples: Sequence[str], split: str, *, 
 
 
 def train_task(store_path: str, samples: Sequence[str], smeared: bool, feature_names: Sequence[str],
-               classifier: Mapping[str, Any], seed: int, out_dir: str) -> dict:
-    """Train the classifier on the train split; the AUC is measured on the test split."""
+               classifier: Mapping[str, Any], seed: int, out_dir: str, progress: bool = False) -> dict:
+    """Train the classifier on the train split; the AUC is measured on the test split.
+
+    ``progress`` prints a line per epoch (for ``hpcmix train``; on a Dask worker it would only reach its log).
+    """
     from ..train.fit import train_classifier
     from ..train.settings import ClassifierSettings
     from .cluster import worker_info
@@ -60,7 +63,7 @@ def train_task(store_path: str, samples: Sequence[str], smeared: bool, feature_n
     x_test, y_test = labelled_features(store, samples, "test", smeared=smeared, names=feature_names)
     settings = ClassifierSettings.from_config(**{"seed": seed, **dict(classifier)})
     result = train_classifier(x, y, feature_names=list(feature_names), out_dir=out_dir, settings=settings,
-                              x_test=x_test, y_test=y_test, progress=False)
+                              x_test=x_test, y_test=y_test, progress=progress)
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
                                             "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
     info["worker"] = worker_info()

@@ -132,19 +132,25 @@ def test_scancel_of_a_worker_job_mid_generation_is_survived(tmp_path, slurm_clus
 
 @pytest.mark.slurm
 def test_workers_reaching_their_lifetime_hand_over_without_losing_tasks(tmp_path, slurm_cluster, dask_client):
-    from hpcmix.orchestrate.cluster import make_clusters
+    from collections import Counter
 
     import dask
+    from distributed import get_task_stream
 
-    plan = plan_generation(samples=("H",), splits={"test": 3000}, chunk_size=100, profile="fast", seed=23)
+    from hpcmix.orchestrate.cluster import make_clusters
+
+    plan = plan_generation(samples=("H",), splits={"test": 6000}, chunk_size=100, profile="fast", seed=23)
     path = str(tmp_path / "s.zarr")
     # workers retire after ~30 s (dask-jobqueue --lifetime), well before the walltime; adapt replaces
     # them. A task still running at retirement is rerun elsewhere and counts as a failure, so the
     # lifetime must be long against one task (here ~1 s; on a real site hours against minutes).
     cpu = {"lifetime": "30s", "lifetime_stagger": "2s", "walltime": "00:10:00", "minimum_jobs": 1, "maximum_jobs": 1}
     with dask.config.set({"distributed.scheduler.allowed-failures": 10}), \
-            make_clusters("ci-slurm", gpu=False, cpu=cpu) as pools:
+            make_clusters("ci-slurm", gpu=False, cpu=cpu) as pools, get_task_stream(pools.cpu.client) as stream:
         report = run_generation(plan, path, client=pools.cpu.client, progress=False)
     assert len(report.slurm_jobs) >= 2, f"no handover happened: {report.slurm_jobs}"
+    # a finished chunk is not run again when the worker holding its result retires
+    runs = Counter(t["key"] for t in stream.data)
+    assert len(runs) == plan.layout.n_chunks and max(runs.values()) == 1, runs.most_common(3)
     assert EventStore(path).done_chunks("H", verify=True).all()
     _assert_same_store(EventStore(path), _reference_store(tmp_path, plan, dask_client), "H")

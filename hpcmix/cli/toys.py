@@ -168,7 +168,8 @@ def _fit_here(tasks, seed: int, progress: bool) -> None:
 
 def _fit_on_cluster(tasks, seed: int, workers: int | None, progress: bool) -> None:
     from ..orchestrate.cluster import make_clusters
-    from ..orchestrate.pipeline import _progress, _toys_and_save
+    from ..orchestrate.completion import as_finished
+    from ..orchestrate.pipeline import _toys_and_save
 
     cpu = {"dashboard_address": ":0"}
     if workers:
@@ -179,5 +180,5 @@ def _fit_on_cluster(tasks, seed: int, workers: int | None, progress: bool) -> No
         futures = {(cell, b): client.submit(_toys_and_save, cell, b, n, seed, pure=False,
                                             key=f"toys-{os.path.basename(cell.folder)}-{b}")
                    for cell, b, n in tasks}
-        for _, fut in _progress(futures, "toys", progress):
-            fut.result()
+        for _ in as_finished(futures, "toys", progress=progress):
+            pass

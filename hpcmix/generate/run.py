@@ -219,23 +219,10 @@ def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwr
 
 
 def _map_with_progress(client, store_path, todo, plan, progress) -> list[dict]:
-    from distributed import as_completed
-    from tqdm.auto import tqdm
+    from ..orchestrate.completion import as_finished
 
-    futures = client.map(generation_task, [store_path] * len(todo), todo,
-                         [plan.seed] * len(todo), [dict(plan.smearing)] * len(todo), pure=False,
-                         key=[f"generate-{s.sample}-{s.chunk}-{plan.layout.fingerprint()}" for s in todo])
-    results = []
-    bar = tqdm(total=len(todo) * plan.layout.chunk_size, unit="ev", desc="generate", disable=not progress,
-               smoothing=0.1)
-    try:
-        for fut in as_completed(futures):
-            res = fut.result()
-            results.append(res)
-            bar.update(plan.layout.chunk_size)
-    except BaseException:
-        client.cancel(futures)
-        raise
-    finally:
-        bar.close()
-    return results
+    keys = [f"generate-{s.sample}-{s.chunk}-{plan.layout.fingerprint()}" for s in todo]
+    futures = dict(zip(keys, client.map(generation_task, [store_path] * len(todo), todo, [plan.seed] * len(todo),
+                                        [dict(plan.smearing)] * len(todo), pure=False, key=keys)))
+    return [res for _, res in as_finished(futures, "generate", progress=progress, unit="ev",
+                                          per_task=plan.layout.chunk_size)]

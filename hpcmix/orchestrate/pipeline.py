@@ -19,6 +19,7 @@ from ..generate.run import plan_generation, run_generation
 from ..physics.features import network_inputs
 from ..physics.selection import SelectionCuts
 from . import stages
+from .completion import as_finished
 from .jobs import Job, resolved_template_settings, settings_hash
 from .lock import output_lock
 
@@ -240,8 +241,7 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
         futures = {k: pool.client.submit(stages.train_task, plan.events, job.samples, smeared, inputs, over,
                                          job.seed, d, pure=False, key=f"train-{os.path.basename(d)}")
                    for k, (smeared, inputs, over, d) in todo.items()}
-        for k, fut in _progress(futures, "train", progress):
-            info = fut.result()
+        for k, info in as_finished(futures, "train", progress=progress):
             echo(f"train [{k}]: ROC AUC {info['roc_auc']:.4f} on {info['n_test']} test events, "
                  f"{info['epochs_run']} epochs, device {info['device']}, "
                  f"SLURM job {info['worker'].get('slurm_job_id')}")
@@ -255,8 +255,8 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
                                           plan.models.get(k[1]), resolved_template_settings(job.templates), d, pure=False,
                                           key=f"templates-{os.path.basename(d)}")
                for k, d in todo.items()}
-    for k, fut in _progress(futures, "templates", progress):
-        fut.result()
+    for _ in as_finished(futures, "templates", progress=progress):
+        pass
     seconds["templates"] = time.perf_counter() - t0
     for (method, sm), d in plan.templates.items():
         info = stages.read_done(d)
@@ -276,8 +276,8 @@ def _run_stages(plan: StudyPlan, pools, progress: bool, echo) -> StudyOutcome:
                                                   key=f"toys-{os.path.basename(cell.folder)}-{b}")
                for cell, b, n in tasks}
     toy_jobs = set()
-    for _, fut in _progress(futures, "toys", progress):
-        toy_jobs.add(fut.result()[1])
+    for _, (_, job_id) in as_finished(futures, "toys", progress=progress):
+        toy_jobs.add(job_id)
     slurm_jobs["toys"] = tuple(sorted(j for j in toy_jobs if j))
     seconds["toys"] = time.perf_counter() - t0
 
@@ -414,20 +414,3 @@ def _link_results(plan: StudyPlan) -> str:
     return link
 
 
-def _progress(futures: dict, desc: str, progress: bool):
-    """Yield (key, future) as futures finish, with a progress bar; cancel the rest on error."""
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
-    if not futures:
-        return
-    by_future = {f: k for k, f in futures.items()}
-    with tqdm(total=len(futures), desc=desc, unit="task", disable=not progress) as bar:
-        try:
-            for fut in as_completed(list(futures.values())):
-                bar.update(1)
-                yield by_future[fut], fut
-        except BaseException:
-            for f in futures.values():
-                f.cancel()
-            raise

@@ -52,6 +52,13 @@ def _reference(p_a, p_h, limits):
     return m, m2lnl
 
 
+def _templates_and_sampler(which):
+    """The phi* or the beta test templates, and a sampler (rng, is_a) -> x of is_a's shape."""
+    if which == "phi":
+        return PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
+    return BETA, _sample_beta
+
+
 def _random_toys(rng, templates, sampler, n_toys):
     """Toys of random N (with N = 1 and all-H / all-A toys among them), padded with a mask."""
     n = rng.integers(1, 200, n_toys)
@@ -69,10 +76,7 @@ def _random_toys(rng, templates, sampler, n_toys):
 @pytest.mark.parametrize("which", ["phi", "beta"])
 def test_agrees_with_iminuit_on_random_toys(which):
     rng = np.random.default_rng(11 if which == "phi" else 12)
-    if which == "phi":
-        templates, sampler = PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
-    else:
-        templates, sampler = BETA, _sample_beta
+    templates, sampler = _templates_and_sampler(which)
     p_a, p_h, mask, n, alpha, is_a = _random_toys(rng, templates, sampler, 500)
     limits = templates.positivity_limits()
     fit = fit_mixture(p_a, p_h, mask=mask, alpha_true=alpha, alpha_limits=limits)
@@ -229,10 +233,7 @@ def test_fast_path_agrees_with_robust_path(which):
     """Toys certified by the series fast path (n_iter == 2) and toys redone by the robust path agree
     with the robust path alone, in every output."""
     rng = np.random.default_rng(31 if which == "phi" else 32)
-    if which == "phi":
-        templates, sampler = PHI, lambda r, ia: _sample_phi(r, ia.size, ia.ravel()).reshape(ia.shape)
-    else:
-        templates, sampler = BETA, _sample_beta
+    templates, sampler = _templates_and_sampler(which)
     p_a, p_h, mask, _, alpha, _ = _random_toys(rng, templates, sampler, 2000)
     limits = templates.positivity_limits()
     fit = fit_mixture(p_a, p_h, mask=mask, alpha_true=alpha, alpha_limits=limits)

@@ -123,16 +123,10 @@ def _check_values(p_a, p_h, density_floor, *, stacklevel=2):
     return p_a, p_h
 
 
-def _validate(p_a, p_h, mask, density_floor, *, stacklevel=2):
-    """Validate inputs; return (p_a, p_h, n_events): 2-D, pads set to 1, densities floored."""
-    p_a, p_h, n_events = _validate_shapes(p_a, p_h, mask)
-    p_a, p_h = _check_values(p_a, p_h, density_floor, stacklevel=stacklevel + 1)
-    return p_a, p_h, n_events
-
-
 def _prepare(p_a, p_h, mask, density_floor, *, stacklevel=2):
     """Validate inputs and return (w, p_h floored, n_events) as 2-D float arrays."""
-    p_a, p_h, n_events = _validate(p_a, p_h, mask, density_floor, stacklevel=stacklevel + 1)
+    p_a, p_h, n_events = _validate_shapes(p_a, p_h, mask)
+    p_a, p_h = _check_values(p_a, p_h, density_floor, stacklevel=stacklevel + 1)
     w = p_a / p_h
     w -= 1.0
     return w, p_h, n_events

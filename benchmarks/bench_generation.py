@@ -18,6 +18,7 @@ import time
 from hpcmix.generate.pythia_task import make_pythia
 from hpcmix.generate.run import generation_task, plan_generation
 from hpcmix.store import EventStore
+from hpcmix.study import resolve_study
 
 
 def bare_loop(settings, seed: int, n_tries: int) -> float:
@@ -36,8 +37,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    plan = plan_generation(samples=(args.sample,), splits={"test": args.events}, chunk_size=args.events,
-                           profile=args.profile, seed=1)
+    # one chunk per split; only the first (train) chunk is timed
+    study = resolve_study(overrides={"components": [args.sample], "seed": 1, "generate": {
+        "events": {"train": args.events, "template": args.events, "test": args.events},
+        "chunk_size": args.events, "profile": args.profile}}, mixture=False)
+    plan = plan_generation(study)
     spec = plan.specs[0]
     with tempfile.TemporaryDirectory() as tmp:
         store = f"{tmp}/bench.zarr"

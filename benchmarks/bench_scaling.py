@@ -16,18 +16,35 @@ import tempfile
 import time
 
 from hpcmix.generate.run import plan_generation, run_generation
-from hpcmix.orchestrate.local import local_client
+from hpcmix.orchestrate.executor import site_executor
+
+
+def split_events(total: int, chunk_size: int) -> dict[str, int]:
+    """Selected events per split (a study has all three): one chunk each for template and test, the rest train."""
+    if total < 3 * chunk_size:
+        raise SystemExit(f"need at least 3 chunks (one per split): events {total} < 3 x chunk size {chunk_size}")
+    return {"train": total - 2 * chunk_size, "template": chunk_size, "test": chunk_size}
+
+
+def generation_study(sample: str, events: dict[str, int], *, chunk_size: int, profile: str, seed: int):
+    """A resolved single-component study (package defaults < dask config < these)."""
+    from hpcmix.study import resolve_study
+
+    return resolve_study(overrides={"components": [sample], "seed": seed,
+                                    "generate": {"events": events, "chunk_size": chunk_size, "profile": profile}},
+                         mixture=False)
 
 
 def run(n_workers: int, plan, path: str) -> tuple[float, float, float]:
     from distributed import get_task_stream
 
-    client = local_client(n_workers)
+    executor = site_executor("local", cpu={"n_workers": n_workers, "dashboard_address": ":0"}, gpu=False)
+    client = executor.pools.cpu.client
     try:
         client.wait_for_workers(n_workers)
         with get_task_stream(client) as ts:
             t0 = time.perf_counter()
-            run_generation(plan, path, client=client, progress=False)
+            run_generation(plan, path, executor=executor, progress=False)
             wall = time.perf_counter() - t0
         gaps, compute = 0.0, 0.0
         by_worker: dict[str, list[tuple[float, float]]] = {}
@@ -41,9 +58,7 @@ def run(n_workers: int, plan, path: str) -> tuple[float, float, float]:
             gaps += sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
         return wall, compute, gaps
     finally:
-        cluster = client.cluster
-        client.close()
-        cluster.close()
+        executor.close()
 
 
 def main() -> None:
@@ -52,8 +67,9 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=300)
     ap.add_argument("--profile", default="fast")
     args = ap.parse_args()
-    plan = plan_generation(samples=("A",), splits={"test": args.chunks * args.chunk_size},
-                           chunk_size=args.chunk_size, profile=args.profile, seed=3)
+    events = split_events(args.chunks * args.chunk_size, args.chunk_size)
+    plan = plan_generation(generation_study("A", events, chunk_size=args.chunk_size, profile=args.profile, seed=3))
+    assert plan.n_tasks == args.chunks
     with tempfile.TemporaryDirectory() as tmp:
         w1, c1, g1 = run(1, plan, f"{tmp}/one.zarr")
         w2, c2, g2 = run(2, plan, f"{tmp}/two.zarr")

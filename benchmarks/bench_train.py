@@ -54,11 +54,11 @@ def main(argv=None) -> dict:
     import keras
     import tensorflow as tf
 
-    from hpcmix.train import ClassifierSettings
+    from hpcmix.study import resolve_study
     from hpcmix.train.device import detect_device
     from hpcmix.train.model import build_model
 
-    settings = ClassifierSettings.from_config()
+    settings = resolve_study().classifier  # defaults < dask config; seed = the study seed
     keras.utils.set_random_seed(settings.seed)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.events, args.features)).astype(np.float32)

@@ -21,6 +21,22 @@ from hpcmix.physics.selection import visible_taus
 from hpcmix.store import EventStore
 
 
+def split_events(total: int, chunk_size: int) -> dict[str, int]:
+    """Selected events per split (a study has all three): one chunk each for template and test, the rest train."""
+    if total < 3 * chunk_size:
+        raise SystemExit(f"need at least 3 chunks (one per split): events {total} < 3 x chunk size {chunk_size}")
+    return {"train": total - 2 * chunk_size, "template": chunk_size, "test": chunk_size}
+
+
+def generation_study(sample: str, events: dict[str, int], *, chunk_size: int, profile: str, seed: int):
+    """A resolved single-component study (package defaults < dask config < these)."""
+    from hpcmix.study import resolve_study
+
+    return resolve_study(overrides={"components": [sample], "seed": seed,
+                                    "generate": {"events": events, "chunk_size": chunk_size, "profile": profile}},
+                         mixture=False)
+
+
 def observables(path: str, sample: str) -> dict[str, np.ndarray]:
     ds = EventStore(path).dataset(sample)
     p4, feats = ds["truth_p4"].values, ds["features"].values
@@ -39,18 +55,19 @@ def main() -> None:
     ap.add_argument("--chunk-size", type=int, default=500)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    from hpcmix.orchestrate.local import local_client
+    from hpcmix.orchestrate.executor import site_executor
 
-    client = local_client(args.workers)
+    events = split_events(args.events, args.chunk_size)
+    executor = site_executor("local", cpu={"n_workers": args.workers, "dashboard_address": ":0"}, gpu=False)
     obs, rates = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for profile in ("full", "fast"):
-            plan = plan_generation(samples=(args.sample,), splits={"test": args.events},
-                                   chunk_size=args.chunk_size, profile=profile, seed=11)
-            report = run_generation(plan, f"{tmp}/{profile}.zarr", client=client, progress=False)
+            plan = plan_generation(generation_study(args.sample, events, chunk_size=args.chunk_size,
+                                                    profile=profile, seed=11))
+            report = run_generation(plan, f"{tmp}/{profile}.zarr", executor=executor, progress=False)
             rates[profile] = report.tried_per_task_second
             obs[profile] = observables(f"{tmp}/{profile}.zarr", args.sample)
-    client.close()
+    executor.close()
     print(f"sample {args.sample}, {args.events} selected events per profile")
     print(f"events tried per core-second: full {rates['full']:.0f}, fast {rates['fast']:.0f} "
           f"(fast/full = {rates['fast'] / rates['full']:.1f})")

@@ -1,6 +1,6 @@
 """Print the tables of docs/REPRODUCTION.md from a finished run of a paper job.
 
-    python docs/reproduction_table.py [jobs/paper-table1-small.yaml]
+    python docs/reproduction_table.py [jobs/paper-table1-small.yaml] [--set KEY=VALUE ...]
 
 Every path comes from the job's plan (the same settings hashes `hpcmix run`
 uses), so the numbers are those of this job's stages and nothing else.
@@ -8,16 +8,15 @@ uses), so the numbers are those of this job's stages and nothing else.
 
 from __future__ import annotations
 
-import json
-import os
-import sys
+import argparse
 
 import numpy as np
-import xarray as xr
 
-import hpcmix.results  # noqa: F401  (registers the ds.mixture accessor)
-from hpcmix.orchestrate.jobs import load_job
 from hpcmix.orchestrate.pipeline import plan_study
+from hpcmix.orchestrate.record import RecordError, StageRecord
+from hpcmix.results import open_results  # also registers the ds.mixture accessor
+from hpcmix.store.artefacts import load_templates
+from hpcmix.study import load_study
 
 # PHYSICS.md section 7: mean +- sigma_alpha at N = 100
 PAPER = {
@@ -29,13 +28,13 @@ PAPER = {
 LABEL = {"phi_star": "phi*", "nn": "NN"}
 
 
-def cell(summary, method, smearing, alpha, n):
-    return {k: float(v) for k, v in summary.sel({"method": method, "smearing": smearing, "alpha": alpha,
-                                                 "n_events": n}).data_vars.items()}
+def cell(summary, estimator, smearing, alpha, n):
+    return {k: float(v) for k, v in summary.sel(estimator=estimator, smearing=smearing, alpha=alpha,
+                                                n_events=n).data_vars.items()}
 
 
 def table1(summary) -> None:
-    print("| method, smearing | alpha | paper | hpcmix mean | hpcmix sigma_alpha | Cramer-Rao | coverage "
+    print("| estimator, smearing | alpha | paper | hpcmix mean | hpcmix sigma_alpha | Cramer-Rao | coverage "
           "| pull width | KS p |")
     print("|---|---|---|---|---|---|---|---|---|")
     for (m, sm), row in PAPER.items():
@@ -47,7 +46,7 @@ def table1(summary) -> None:
 
 
 def scaling(summary) -> None:
-    print("\n| method, smearing | N = 20 | N = 100 | N = 500 | sigma x sqrt(N/100) at 20 / 100 / 500 |")
+    print("\n| estimator, smearing | N = 20 | N = 100 | N = 500 | sigma x sqrt(N/100) at 20 / 100 / 500 |")
     print("|---|---|---|---|---|")
     for (m, sm) in PAPER:
         cs = [cell(summary, m, sm, 0.7, n) for n in (20, 100, 500)]
@@ -66,26 +65,34 @@ def scaling(summary) -> None:
 
 def records(plan) -> None:
     print()
-    for (method, sm), d in plan.templates.items():
-        info = json.load(open(os.path.join(d, "done.json")))
-        extra = (f"a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}" if method == "phi_star"
+    for (estimator, sm), t in plan.templates.items():
+        info = StageRecord.read(t.folder, stage="templates").info
+        lo, hi = load_templates(t.folder).positivity_limits()
+        extra = (f"a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}" if estimator == "phi_star"
                  else f"KDE bandwidths {info['bandwidths']}")
-        print(f"templates {method}/{sm}: {extra}; test pools H {info['n_pool_h']}, A {info['n_pool_a']}")
-    for sm, d in plan.models.items():
-        info = json.load(open(os.path.join(d, "done.json")))
+        pools = ", ".join(f"{c} {n}" for c, n in info["pool_sizes"].items())
+        print(f"templates {estimator}/{sm}: {extra}; positivity limits [{lo:.3f}, {hi:.3f}]; test pools {pools}")
+    for sm, m in plan.models.items():
+        info = StageRecord.read(m.folder, stage="train").info
         print(f"classifier {sm}: ROC AUC {info['roc_auc']:.4f}, {info['epochs_run']} epochs, "
               f"{info['n_train']} training events")
-    for label, (inputs, d) in plan.auc_models.items():
-        path = os.path.join(d, "done.json")
-        if os.path.exists(path):
-            info = json.load(open(path))
-            print(f"AUC study {label} ({len(inputs)} inputs): ROC AUC {info['roc_auc']:.4f}, "
-                  f"{info['epochs_run']} epochs")
+    for label, m in plan.auc_models.items():
+        try:
+            info = StageRecord.read(m.folder, stage="train").info
+        except RecordError:
+            continue
+        print(f"AUC study {label} ({len(m.inputs)} inputs): ROC AUC {info['roc_auc']:.4f}, "
+              f"{info['epochs_run']} epochs")
 
 
-def main() -> None:
-    plan = plan_study(load_job(sys.argv[1] if len(sys.argv) > 1 else "jobs/paper-table1-small.yaml"))
-    ds = xr.open_zarr(plan.results, consolidated=False)
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("job", nargs="?", default="jobs/paper-table1-small.yaml", help="the paper job's file")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, as with `hpcmix run --set` (repeatable)")
+    args = parser.parse_args(argv)
+    plan = plan_study(load_study(args.job, sets=args.sets))
+    ds = open_results(plan.results)  # reads older stores too (method -> estimator, with a warning)
     summary = ds.mixture.summary()
     table1(summary)
     scaling(summary)

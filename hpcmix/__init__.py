@@ -14,4 +14,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 
+# registers the ``ds.mixture`` accessor on xarray Datasets (numpy + xarray only; scipy loads on first use)
+from .results import accessor as _accessor  # noqa: E402, F401
+
 __all__ = ["__version__", "config"]

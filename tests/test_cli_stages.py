@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -52,13 +51,21 @@ def model_dir(small_store, study_dir):
 # -- the chain: train -> templates (nn, phi*) -> toys -> report ---------------------------------
 @pytest.mark.tensorflow
 def test_train_writes_model_and_provenance(model_dir, small_store):
+    from hpcmix.orchestrate.record import StageRecord
+    from hpcmix.store import EventStore
+
     for name in ("classifier.keras", "standardiser.json", "history.json", "metrics.json", "done.json"):
         assert (model_dir / name).exists(), name
-    done = json.loads((model_dir / "done.json").read_text())
-    assert done["smearing"] == "none" and done["samples"] == ["H", "A"] and done["seed"] == 3
-    assert done["classifier"] == {"hidden_layers": [16, 16], "max_epochs": 2, "batch_norm": False}
-    assert done["epochs_run"] <= 2 and 0 <= done["roc_auc"] <= 1
-    assert done["store"] == os.path.abspath(small_store) and len(done["features"]) == 25
+    rec = StageRecord.read(model_dir, stage="train")
+    assert rec.stage == "train" and len(rec.address) == 12
+    st = rec.settings
+    assert st["smearing"] == "none" and st["components"] == ["H", "A"] and st["classifier"]["seed"] == 3
+    assert st["classifier"]["hidden_layers"] == [16, 16] and st["classifier"]["max_epochs"] == 2
+    assert st["classifier"]["batch_norm"] is False
+    assert rec.info["epochs_run"] <= 2 and 0 <= rec.info["roc_auc"] <= 1
+    assert rec.info["worker"]["slurm_job_id"] is None      # in this process, not on SLURM
+    assert rec.paths["events"] == os.path.abspath(small_store) and len(st["network_inputs"]) == 25
+    assert rec.inputs["events"] == EventStore(small_store).layout.fingerprint()
 
 
 @pytest.mark.tensorflow
@@ -66,12 +73,17 @@ def test_nn_templates_toys_and_report(model_dir, phi_star_dir, small_store, stud
     nn_dir = study_dir / "templates" / "nn-none"
     res = invoke("templates", small_store, "--method", "nn", "--model", model_dir, "--bandwidth", "scott",
                  "--out", nn_dir)
-    assert "KDE bandwidths (logit space)" in res.output
-    done = json.loads((nn_dir / "done.json").read_text())
-    assert done["method"] == "nn" and done["smearing"] == "none" and done["model"] == str(model_dir)
-    assert {"templates.pkl", "test_pool.npz"} <= set(os.listdir(nn_dir))
+    from hpcmix.orchestrate.record import StageRecord
 
-    # method and smearing come from done.json; the results go next to templates/ by default
+    assert "KDE bandwidths (logit space)" in res.output
+    rec = StageRecord.read(nn_dir, stage="templates")
+    assert rec.settings["estimator"] == "nn" and rec.settings["smearing"] == "none"
+    assert rec.paths["model"] == os.path.abspath(model_dir)
+    assert rec.inputs["model"] == StageRecord.read(model_dir, stage="train").address
+    assert {"templates.npz", "test_pool.npz"} <= set(os.listdir(nn_dir))
+    assert not any(f.endswith(".pkl") for f in os.listdir(nn_dir))
+
+    # estimator and smearing come from done.json; the results go next to templates/ by default
     res = invoke("toys", nn_dir, phi_star_dir, *TOYS)
     assert "| method, smearing | alpha = 0.5 | alpha = 0.9 |" in res.output
     assert "in this process" in res.output
@@ -80,8 +92,9 @@ def test_nn_templates_toys_and_report(model_dir, phi_star_dir, small_store, stud
     from hpcmix.results import open_results
 
     ds = open_results(results)
-    assert ds["alpha_hat"].dims == ("method", "smearing", "alpha", "n_events", "toy")
-    assert list(ds["method"].values) == ["phi_star", "nn"] and list(ds["smearing"].values) == ["none"]
+    assert ds["alpha_hat"].dims == ("estimator", "smearing", "alpha", "n_events", "toy")
+    assert list(ds["estimator"].values) == ["phi_star", "nn"] and list(ds["smearing"].values) == ["none"]
+    assert ds.sel(estimator="nn").sizes["smearing"] == 1
     assert ds["alpha"].values.tolist() == [0.5, 0.9] and ds["n_events"].values.tolist() == [20, 100]
     assert ds.sizes["toy"] == 40 and (ds["n_toys_filled"] == 40).all()
     assert np.isfinite(ds["alpha_hat"].values).all()
@@ -103,7 +116,9 @@ def test_phi_star_toys_rerun_skips_batches_and_matches(phi_star_dir, tmp_path):
     assert "0 batch(es) to fit, 12 already done" in again.output
     b = open_results(out)
     np.testing.assert_array_equal(a["alpha_hat"].values, b["alpha_hat"].values)
-    assert list(a["method"].values) == ["phi_star"]
+    assert list(a["estimator"].values) == ["phi_star"]
+    batches = sorted(os.listdir(tmp_path / "r" / "toys" / os.listdir(tmp_path / "r" / "toys")[0]))
+    assert batches and all(f.startswith("batch-") and f.endswith(".npz") for f in batches), batches
 
 
 def test_toys_on_a_local_cluster_match_in_process(phi_star_dir, tmp_path):
@@ -118,8 +133,12 @@ def test_toys_on_a_local_cluster_match_in_process(phi_star_dir, tmp_path):
 
 
 def test_templates_refuse_a_finished_folder_without_overwrite(small_store, phi_star_dir):
-    res = invoke("templates", small_store, "--method", "phi_star", "--out", phi_star_dir, ok=False)
-    assert "already holds finished templates" in res.output and "--overwrite" in res.output
+    # the same templates again: a no-op
+    res = invoke("templates", small_store, "--method", "phi_star", "--out", phi_star_dir)
+    assert "already holds these templates" in res.output and "nothing to do" in res.output
+    # other settings (components swapped): refused before any work
+    res = invoke("templates", small_store, "--method", "phi_star", "--samples", "A,H", "--out", phi_star_dir, ok=False)
+    assert "already holds finished templates made with other settings" in res.output and "--overwrite" in res.output
 
 
 @pytest.mark.parametrize("args, message", [
@@ -151,11 +170,14 @@ def test_store_errors(tmp_path, small_plan):
     assert "no hpcmix event store" in res.output
 
 
-def test_templates_errors(small_store, tmp_path):
+def test_templates_errors(small_store, tmp_path, phi_star_dir):
     res = invoke("templates", small_store, "--method", "nn", ok=False)
     assert "--method nn needs --model" in res.output
     res = invoke("templates", small_store, "--method", "nn", "--model", tmp_path, ok=False)
-    assert "no finished classifier" in res.output
+    assert "--model" in res.output and "holds no finished stage output (no done.json)" in res.output
+    assert "hpcmix train" in res.output
+    res = invoke("templates", small_store, "--method", "nn", "--model", phi_star_dir, ok=False)
+    assert "holds a 'templates' output, not a 'train' one" in res.output
     res = invoke("templates", small_store, "--method", "phi_star", "--bandwidth", "0.3", ok=False)
     assert "--bandwidth is for --method nn only" in res.output
     res = invoke("templates", small_store, "--method", "nn", "--model", tmp_path, "--bandwidth", "-1", ok=False)
@@ -172,9 +194,42 @@ def test_toys_errors(phi_star_dir, tmp_path):
     res = invoke("toys", tmp_path / "nowhere", ok=False)
     assert "does not exist" in res.output and "hpcmix templates" in res.output
     res = invoke("toys", tmp_path, ok=False)
-    assert "not a finished templates folder" in res.output
+    assert "TEMPLATES_DIR" in res.output and "holds no finished stage output (no done.json)" in res.output
+    assert "hpcmix templates" in res.output
     res = invoke("toys", phi_star_dir, phi_star_dir, ok=False)
     assert "pass one folder per (method, smearing)" in res.output
     res = invoke("toys", phi_star_dir, "--out", tmp_path, ok=False)
     assert "not a Zarr store" in res.output
     assert "Missing argument" in invoke("toys", ok=False).output
+
+
+# -- the stage commands on a SLURM site: training on the GPU pool ------------------------------
+@pytest.mark.slurm
+@pytest.mark.tensorflow
+def test_stage_commands_on_slurm_train_on_the_gpu_job(small_store, slurm_cluster, tmp_path):
+    from hpcmix.orchestrate.record import StageRecord
+    from hpcmix.results import open_results
+
+    model = tmp_path / "models" / "none"
+    res = invoke("train", small_store, "--site", "ci-slurm", "--set", "hidden_layers=8", "--set", "max_epochs=1",
+                 "--out", model)
+    assert "ROC AUC" in res.output
+    info = StageRecord.read(model, stage="train").info
+    job = info["worker"]["slurm_job_id"]
+    assert job, "training did not run in a SLURM job"
+    assert f"SLURM job {job}" in res.output
+    gres = info["slurm_gres"]  # read by scontrol on the worker while training
+    assert gres["job_id"] == job and gres["gpus"] == 1 and gres["partition"] == "gpu", gres
+
+    nn_dir = tmp_path / "templates" / "nn-none"
+    res = invoke("templates", small_store, "--method", "nn", "--model", model, "--site", "ci-slurm", "--out", nn_dir)
+    assert StageRecord.read(nn_dir, stage="templates").settings["estimator"] == "nn"
+
+    out = tmp_path / "results.zarr"
+    res = invoke("toys", nn_dir, "--site", "ci-slurm", "--n-toys", "20", "--batch-size", "10", "--alpha", "0.5",
+                 "--n-events", "20", "--no-progress", "--out", out)
+    assert "2 batch(es) to fit" in res.output and "on site 'ci-slurm'" in res.output
+    ds = open_results(out)
+    assert ds["alpha_hat"].dims == ("estimator", "smearing", "alpha", "n_events", "toy")
+    assert list(ds["estimator"].values) == ["nn"] and ds.sizes["toy"] == 20
+    assert np.isfinite(ds.sel(estimator="nn")["alpha_hat"].values).all()

@@ -1,4 +1,4 @@
-"""Site configs and cluster pools (hpcmix.orchestrate.cluster).
+"""Site configs, SLURM helpers and cluster pools (hpcmix.orchestrate.sites, .slurm, .pools).
 
 Fast tests need no cluster. ``@pytest.mark.slurm`` tests need the single-node
 SLURM from ``.ci/slurm/start.sh``; they skip when ``sinfo`` cannot reach a
@@ -23,7 +23,7 @@ from hpcmix.orchestrate import (
     load_site,
     make_clusters,
 )
-from hpcmix.orchestrate.cluster import (
+from hpcmix.orchestrate.slurm import (
     lifetime_args,
     parse_scontrol_job,
     slurm_job_gres,
@@ -32,6 +32,7 @@ from hpcmix.orchestrate.cluster import (
 )
 
 REPO = Path(hpcmix.__file__).resolve().parents[1]
+PACKAGED_SITES = Path(hpcmix.__file__).resolve().parent / "sites"
 
 SLURM_SITE = """\
 kind: slurm
@@ -57,7 +58,7 @@ def test_bundled_sites_load(name):
     site = load_site(name)
     assert site.name == name
     assert site.kind == ("local" if name == "local" else "slurm")
-    assert site.path == str(REPO / "site_configs" / f"{name}.yaml")
+    assert site.path == str(PACKAGED_SITES / f"{name}.yaml")
 
 
 def test_default_site_is_local(monkeypatch):

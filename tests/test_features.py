@@ -9,6 +9,8 @@ import pytest
 from hpcmix.physics import features as F
 from hpcmix.physics import kinematics as kin
 from hpcmix.physics.layout import M_PI_CHARGED, M_PI_NEUTRAL
+from hpcmix.schema import ConfigError
+from hpcmix.study import resolve_study
 
 M_TAU = 1.77686  # GeV
 CTAU_TAU = 0.0871  # mm
@@ -333,11 +335,17 @@ def test_network_input_sets():
 
 
 def test_network_inputs_default_and_lists():
-    assert F.network_inputs() == F.NETWORK_INPUT_SETS["reference25"]
+    # the function takes the set explicitly; the study's default and overrides come from resolution
+    with pytest.raises(ValueError, match="named set"):
+        F.network_inputs(None)
+    assert resolve_study().network_inputs == F.NETWORK_INPUT_SETS["reference25"]
     with dask.config.set({"hpcmix.features.network_inputs": "phi_star_upsilon"}):
-        assert F.network_inputs() == F.NETWORK_INPUT_SETS["phi_star_upsilon"]
+        assert resolve_study().network_inputs == F.NETWORK_INPUT_SETS["phi_star_upsilon"]
     with dask.config.set({"hpcmix.features.network_inputs": ["m_vis", "phi_star"]}):
-        assert F.network_inputs() == ("m_vis", "phi_star")
+        assert resolve_study().network_inputs == ("m_vis", "phi_star")
+    with dask.config.set({"hpcmix.features.network_inputs": "no_such_set"}):
+        with pytest.raises(ConfigError, match="features.network_inputs"):
+            resolve_study()
     assert F.network_inputs(["phi_star", "m_vis"]) == ("phi_star", "m_vis")
     np.testing.assert_array_equal(F.feature_indices(["phi_star", "m_vis"]), [COL["phi_star"], COL["m_vis"]])
 

@@ -5,16 +5,36 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import study_with
+
 from hpcmix.generate.processes import load_catalogue
 from hpcmix.generate.pythia_task import ChunkSpec, GenerationError, generate_chunk
 from hpcmix.generate.run import derive_arrays, plan_generation, run_generation
 from hpcmix.generate.seeds import PYTHIA_SEED_MAX, pythia_seeds, smearing_rng
 from hpcmix.physics.features import FEATURE_NAMES, frame_transform
 from hpcmix.physics.layout import NU_MINUS, NU_PLUS, PI0_MINUS, PI0_PLUS, PI_MINUS, PI_PLUS
-from hpcmix.physics.selection import SelectionCuts, visible_tau_cutflow
+from hpcmix.orchestrate.executor import InProcess
+from hpcmix.physics.selection import visible_tau_cutflow
+from hpcmix.schema import ConfigError
 from hpcmix.store import EventStore, StoreMismatchError
 
 pytestmark = pytest.mark.pythia
+
+
+def _study(components=("H",), events=None, *, chunk_size=None, profile=None, **layer):
+    """A resolved study for a generation test: ``events`` per split (all three), fast settings."""
+    generate = {**layer.pop("generate", {})}
+    if events is not None:
+        generate["events"] = events
+    if chunk_size is not None:
+        generate["chunk_size"] = chunk_size
+    if profile is not None:
+        generate["profile"] = profile
+    return study_with(components=list(components), generate=generate, **layer)
+
+
+def _each(n):
+    return {"train": n, "template": n, "test": n}
 
 
 def _all_events(store, sample):
@@ -65,9 +85,10 @@ def test_impact_parameters_are_perpendicular_to_pion_tracks(small_store):
     assert np.median(np.linalg.norm(ip, axis=2)) > 1e-3
 
 
-def test_stored_events_pass_the_selection_and_cutflow_is_consistent(small_store):
+def test_stored_events_pass_the_selection_and_cutflow_is_consistent(small_store, small_study):
     store = EventStore(small_store)
-    cuts = SelectionCuts.from_config()
+    cuts = small_study.selection
+    assert store.layout.settings["selection"] == cuts.as_dict()
     for sample in ("H", "A"):
         p4, _, _ = _all_events(small_store, sample)
         assert visible_tau_cutflow(p4, cuts)["m_vis"].all()
@@ -105,7 +126,11 @@ def test_same_key_gives_identical_chunk(small_plan):
     assert not np.array_equal(first.p4, other.p4)
 
 
-def test_chunks_from_dask_workers_equal_serial_chunks(small_store, small_plan):
+def test_chunks_from_dask_workers_equal_serial_chunks(small_store, small_plan, small_study):
+    # the plan carries the study's settings, not config read on a worker
+    assert small_plan.smearing == small_study.smearing.widths()
+    assert small_plan.seed == small_study.seed == 4242
+    assert all(spec.cuts == small_study.selection for spec in small_plan.specs)
     store = EventStore(small_store)
     spec = small_plan.specs[3]  # any chunk: generate it again in this process
     truth = generate_chunk(spec)
@@ -128,26 +153,29 @@ def test_pythia_seeds_are_unique_in_range_and_stable():
 
 # -- store: resume, completion, splits ------------------------------------------------------
 
-def test_rerun_skips_done_chunks_and_regenerates_torn_ones(tmp_path, dask_client):
-    plan = plan_generation(samples=("A",), splits={"test": 100}, chunk_size=50, profile="fast", seed=3)
+def test_rerun_skips_done_chunks_and_regenerates_torn_ones(tmp_path, local_executor):
+    plan = plan_generation(_study(("A",), _each(50), chunk_size=50, profile="fast", seed=3))
+    assert plan.n_tasks == 3
     path = str(tmp_path / "s.zarr")
-    run_generation(plan, path, client=dask_client, progress=False)
+    first = run_generation(plan, path, executor=local_executor, progress=False)
+    assert (first.chunks_run, first.chunks_skipped) == (3, 0)
     store = EventStore(path)
     before = store.dataset("A")["features"].values.copy()
-    again = run_generation(plan, path, client=dask_client, progress=False)
-    assert (again.chunks_run, again.chunks_skipped) == (0, 2)
+    again = run_generation(plan, path, executor=local_executor, progress=False)
+    assert (again.chunks_run, again.chunks_skipped) == (0, 3)
     # tear chunk 1: data overwritten after the completion record (as a killed rewrite would leave it)
     import zarr
 
     zarr.open_group(path, mode="r+")["A/features"][60:70] = 0.0
-    assert store.done_chunks("A", verify=True).tolist() == [True, False]
-    healed = run_generation(plan, path, client=dask_client, progress=False)
-    assert (healed.chunks_run, healed.chunks_skipped) == (1, 1)
+    assert store.done_chunks("A", verify=True).tolist() == [True, False, True]
+    # in this process (no cluster): the same numbers as the Dask workers wrote
+    healed = run_generation(plan, path, executor=InProcess(), progress=False)
+    assert (healed.chunks_run, healed.chunks_skipped) == (1, 2)
     assert np.array_equal(store.dataset("A")["features"].values, before)
 
 
 def test_chunk_without_completion_record_is_not_done(tmp_path, small_plan):
-    plan = plan_generation(samples=("H",), splits={"test": 20}, chunk_size=20, profile="fast", seed=3)
+    plan = plan_generation(_study(("H",), _each(20), chunk_size=20, profile="fast", seed=3))
     path = str(tmp_path / "s.zarr")
     store = EventStore.create(path, plan.layout)
     import zarr
@@ -196,34 +224,36 @@ def test_provenance_in_attributes(small_store):
 # -- bad input: clear errors before any cluster work -----------------------------------------
 
 def test_unknown_process():
-    with pytest.raises(ValueError, match=r"unknown process 'Zprime'.*known processes: A, H"):
-        plan_generation(samples=("Zprime",), splits={"test": 10})
+    # caught when the study is resolved, before any plan or cluster
+    with pytest.raises(ConfigError, match=r"unknown process 'Zprime'.*known processes: A, H"):
+        _study(("Zprime",), _each(10))
 
 
 def test_rejected_pythia_setting_is_named():
     bad = {"Hbad": {"resonance": 35, "settings": ["Higgs:useBSM = on", "Beams:eCM = thirteen"]}}
     with pytest.raises(ValueError, match=r"rejected the setting 'Beams:eCM = thirteen'"):
-        plan_generation(samples=("Hbad",), splits={"test": 10}, processes=bad)
+        plan_generation(_study(("Hbad",), _each(10), processes=bad))
     unknown = {"Hbad": {"resonance": 35, "settings": ["Higgs:noSuchSwitch = on"]}}
     with pytest.raises(ValueError, match=r"Higgs:noSuchSwitch"):
-        plan_generation(samples=("Hbad",), splits={"test": 10}, processes=unknown)
+        plan_generation(_study(("Hbad",), _each(10), processes=unknown))
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"splits": {"test": 0}}, "positive integer"),
-    ({"splits": {"test": -5}}, "positive integer"),
-    ({"splits": {"test": 10}, "chunk_size": 0}, "chunk size must be a positive"),
-    ({"splits": {"test": 10}, "chunk_size": -1}, "chunk size must be a positive"),
+    ({"events": {**_each(10), "test": 0}}, r"field 'generate\.events'.*integer >= 1"),
+    ({"events": {**_each(10), "test": -5}}, r"field 'generate\.events'.*integer >= 1"),
+    ({"events": {"test": 10}}, r"field 'generate\.events'.*train/template/test"),
+    ({"events": _each(10), "chunk_size": 0}, r"field 'generate\.chunk_size'.*integer >= 1"),
+    ({"events": _each(10), "chunk_size": -1}, r"field 'generate\.chunk_size'.*integer >= 1"),
 ])
 def test_non_positive_counts(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        plan_generation(samples=("H",), **kwargs)
+    with pytest.raises(ConfigError, match=message):
+        _study(("H",), **kwargs)
 
 
 def test_existing_store_with_other_settings_is_refused(tmp_path):
     path = str(tmp_path / "s.zarr")
-    EventStore.create(path, plan_generation(samples=("H",), splits={"test": 10}, chunk_size=10, seed=1).layout)
-    other = plan_generation(samples=("H",), splits={"test": 10}, chunk_size=10, seed=2).layout
+    EventStore.create(path, plan_generation(_study(("H",), _each(10), chunk_size=10, seed=1)).layout)
+    other = plan_generation(_study(("H",), _each(10), chunk_size=10, seed=2)).layout
     with pytest.raises(StoreMismatchError, match=r"seed: 1 -> 2.*--overwrite"):
         EventStore.create(path, other)
     assert EventStore.create(path, other, overwrite=True).layout.settings["seed"] == 2
@@ -234,16 +264,17 @@ def test_process_defined_as_data_generates(tmp_path):
     z = {"Z": {"resonance": 23, "description": "Drell-Yan Z -> tau tau",
                "settings": ["WeakSingleBoson:ffbar2gmZ = on", "23:onMode = off", "23:onIfMatch = 15 -15",
                             "PhaseSpace:mHatMin = 60."]}}
-    plan = plan_generation(samples=("Z",), splits={"test": 5}, chunk_size=5, profile="fast", seed=5,
-                           processes=z, cuts=SelectionCuts.from_config(tau_vis_pt_min=5.0))
+    plan = plan_generation(_study(("Z",), _each(5), chunk_size=5, profile="fast", seed=5, processes=z,
+                                  selection={"tau_vis_pt_min": 5.0}))
+    assert plan.specs[0].cuts.tau_vis_pt_min == 5.0
     truth = generate_chunk(plan.specs[0])
     assert truth.p4.shape == (5, 6, 4) and truth.cutflow["tried"] >= 5
 
 
 def test_visible_mass_window_is_applied_and_counted():
     """The reference code's 150-500 GeV m_vis window, narrowed so that it bites: every kept event is inside."""
-    cuts = SelectionCuts.from_config(m_vis_min=300.0, m_vis_max=400.0)
-    plan = plan_generation(samples=("A",), splits={"test": 40}, chunk_size=40, profile="fast", seed=11, cuts=cuts)
+    plan = plan_generation(_study(("A",), _each(40), chunk_size=40, profile="fast", seed=11,
+                                  selection={"m_vis_min": 300.0, "m_vis_max": 400.0}))
     assert plan.layout.settings["selection"]["m_vis_min"] == 300.0
     truth = generate_chunk(plan.specs[0])
     p4 = truth.p4[:, [PI_PLUS, PI0_PLUS, PI_MINUS, PI0_MINUS]].sum(axis=1)
@@ -258,8 +289,8 @@ def test_visible_mass_window_is_applied_and_counted():
 def test_process_without_taus_stops_with_the_cutflow():
     nothing = {"Hmumu": {"resonance": 35, "settings": ["Higgs:useBSM = on", "HiggsBSM:gg2H2 = on",
                                                        "35:m0 = 450.", "35:onMode = off", "35:onIfMatch = 13 -13"]}}
-    plan = plan_generation(samples=("Hmumu",), splits={"test": 5}, chunk_size=5, profile="fast", seed=5,
-                           processes=nothing, max_tries_factor=4)
+    plan = plan_generation(_study(("Hmumu",), _each(5), chunk_size=5, profile="fast", seed=5, processes=nothing,
+                                  generate={"max_tries_factor": 4}))
     with pytest.raises(GenerationError, match=r"only 0 of 5 events passed after 20 tries.*tau_pair': 0"):
         generate_chunk(plan.specs[0])
 
@@ -274,7 +305,7 @@ def test_catalogue_validates_process_fields():
 def test_store_interrupted_while_laid_out_is_recreated(tmp_path):
     import zarr
 
-    plan = plan_generation(samples=("H",), splits={"test": 10}, chunk_size=10, seed=1)
+    plan = plan_generation(_study(("H",), _each(10), chunk_size=10, seed=1))
     path = str(tmp_path / "s.zarr")
     zarr.open_group(path, mode="w", attributes={"hpcmix_layout": "unfinished"})  # as a kill leaves it
     assert EventStore.create(path, plan.layout).layout == plan.layout

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from hpcmix.orchestrate.jobs import load_job
 from hpcmix.orchestrate.pipeline import plan_study, run_study
 from hpcmix.schema import ConfigError
+from hpcmix.study import load_study
 
 TINY_JOB = """
 name: tiny
@@ -51,7 +51,7 @@ def _quiet(_msg):
 
 def _local_site():
     """The default site, with a free dashboard port (8787 may be taken by another run on this machine)."""
-    from hpcmix.orchestrate.cluster import load_site
+    from hpcmix.orchestrate.sites import load_site
 
     return load_site("local").with_overrides(cpu={"dashboard_address": ":0"})
 
@@ -59,7 +59,7 @@ def _local_site():
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
-    job = load_job(_job_file(tmp))
+    job = load_study(_job_file(tmp))
     return tmp, job, run_study(job, site=_local_site(), progress=False, echo=_quiet)
 
 
@@ -68,14 +68,14 @@ def local_run(tmp_path_factory):
 def test_local_run_produces_the_results_table(local_run):
     _, job, outcome = local_run
     ds = xr.open_zarr(outcome.results_path, consolidated=False)
-    assert dict(ds.sizes) == {"method": 2, "smearing": 2, "alpha": 2, "n_events": 2, "toy": 40} | {
-        k: v for k, v in ds.sizes.items() if k not in ("method", "smearing", "alpha", "n_events", "toy")}
-    assert list(ds.method.values) == ["phi_star", "nn"] and list(ds.smearing.values) == ["none", "detector"]
+    assert dict(ds.sizes) == {"estimator": 2, "smearing": 2, "alpha": 2, "n_events": 2, "toy": 40} | {
+        k: v for k, v in ds.sizes.items() if k not in ("estimator", "smearing", "alpha", "n_events", "toy")}
+    assert "method" not in ds.dims
+    assert list(ds.estimator.values) == ["phi_star", "nn"] and list(ds.smearing.values) == ["none", "detector"]
     a_hat = ds.alpha_hat.values
     assert np.isfinite(a_hat).all()
     # phi* is sensitive to alpha even at this size: 160 toys per alpha give a mean to about +-0.06
-    # (select with a dict: `method` is also a keyword of .sel)
-    mean = ds.alpha_hat.sel({"method": "phi_star", "smearing": "none"}).mean(("n_events", "toy")).values
+    mean = ds.alpha_hat.sel(estimator="phi_star", smearing="none").mean(("n_events", "toy")).values
     assert mean[1] - mean[0] > 0.1, mean
     assert "phi_star, none" in outcome.table and "nn, detector" in outcome.table
     assert {os.path.basename(f) for f in outcome.figures} >= {"lr_stat_chi2.png", "likelihood_curves.png",
@@ -85,7 +85,7 @@ def test_local_run_produces_the_results_table(local_run):
     # the feature-subset AUC study ran from the job file: one row per input set
     assert "| phi_star | 1 |" in outcome.table and "| phi_star+upsilon_plus+upsilon_minus | 3 |" in outcome.table
     assert os.path.exists(os.path.join(job.output, "report", "auc_study.md"))
-    assert all(0.3 < t["roc_auc"] < 0.8 for t in outcome.training.values())
+    assert all(0.3 < t["info"]["roc_auc"] < 0.8 for t in outcome.training.values())
 
 
 @pytest.mark.pythia
@@ -97,7 +97,7 @@ def test_rerun_skips_everything_and_a_changed_toy_setting_redoes_only_toys(local
     a = xr.open_zarr(first.results_path, consolidated=False).alpha_hat.values
     b = xr.open_zarr(again.results_path, consolidated=False).alpha_hat.values
     assert np.array_equal(a, b)
-    more = load_job(_job_file(tmp, "more.yaml", n_toys=60))
+    more = load_study(_job_file(tmp, "more.yaml", n_toys=60))
     changed = run_study(more, site=_local_site(), progress=False, echo=_quiet)
     assert changed.skipped["generate"] == 8 and changed.skipped["train"] == 4 and changed.skipped["templates"] == 4
     assert changed.skipped["toys"] == 0 and changed.plan.results != first.plan.results
@@ -110,30 +110,29 @@ def _stage_reached(plan, stage: str) -> bool:
 
     if stage == "generate":  # some chunks written, not all
         try:
-            done = EventStore(plan.events).done_chunks(plan.job.samples[0])
+            done = EventStore(plan.events).done_chunks(plan.study.components[0])
         except (FileNotFoundError, ValueError):
             return False
         return 0 < done.sum() < done.size
     if stage == "train":  # the store is complete and a model folder is being written
-        return any(os.path.isdir(d) for d in plan.models.values())
+        return any(os.path.isdir(m.folder) for m in plan.models.values())
     if stage == "toys":  # some toy batches written
         return any(os.path.isdir(c.folder) and os.listdir(c.folder) for c in plan.cells)
     raise ValueError(stage)
 
 
 def _completed(plan) -> dict:
-    from hpcmix.orchestrate import stages
+    from hpcmix.orchestrate.record import is_done
     from hpcmix.store import EventStore
 
     try:
-        chunks = sum(int(EventStore(plan.events).done_chunks(s).sum()) for s in plan.job.samples)
+        chunks = sum(int(EventStore(plan.events).done_chunks(s).sum()) for s in plan.study.components)
     except (FileNotFoundError, ValueError):
         chunks = 0
     return {"generate": chunks,
-            "train": sum(stages.is_done(d) for d in [*plan.models.values(), *(d for _, d in plan.auc_models.values())]),
-            "templates": sum(stages.is_done(d) for d in plan.templates.values()),
-            "toys": sum(len([f for f in os.listdir(c.folder) if f.endswith(".pkl")])
-                        for c in plan.cells if os.path.isdir(c.folder))}
+            "train": sum(is_done(m.folder, m.address) for m in [*plan.models.values(), *plan.auc_models.values()]),
+            "templates": sum(is_done(t.folder, t.address) for t in plan.templates.values()),
+            "toys": sum(os.path.exists(c.batch_file(b)) for c in plan.cells for b in range(len(c.batches)))}
 
 
 @pytest.mark.slow
@@ -145,7 +144,7 @@ def _completed(plan) -> dict:
 def test_client_interrupted_resumes_with_identical_results(tmp_path, local_run, stage, how):
     """Interrupt `hpcmix run` mid-stage; the rerun redoes nothing complete and matches an uninterrupted run."""
     job_file = _job_file(tmp_path)
-    plan = plan_study(load_job(job_file))
+    plan = plan_study(load_study(job_file))
     log = tmp_path / "first-run.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hpcmix", "run", job_file, "--no-progress"],
@@ -181,14 +180,19 @@ def test_client_interrupted_resumes_with_identical_results(tmp_path, local_run, 
 @pytest.mark.pythia
 @pytest.mark.tensorflow
 def test_slurm_run_generates_on_cpu_jobs_and_trains_on_the_gpu_job(tmp_path, slurm_cluster):
-    job = load_job(_job_file(tmp_path))
+    from hpcmix.orchestrate.record import StageRecord
+
+    job = load_study(_job_file(tmp_path))
     outcome = run_study(job, site="ci-slurm", progress=False, echo=_quiet)
     assert outcome.slurm_jobs["generate"], "generation tasks must run in SLURM jobs"
     assert outcome.slurm_jobs["toys"], "toy tasks must run in SLURM jobs"
     for smearing, record in outcome.training.items():
-        gres = record["slurm_gres"]  # read by scontrol on the worker while training
+        info = StageRecord.read(outcome.plan.models[smearing].folder, stage="train").info
+        assert info == record["info"], smearing
+        gres = info["slurm_gres"]  # read by scontrol on the worker while training
         assert gres["gpus"] == 1 and gres["partition"] == "gpu", (smearing, gres)
-        assert record["worker"]["slurm_job_id"] not in outcome.slurm_jobs["generate"]
+        assert info["worker"]["slurm_job_id"] not in outcome.slurm_jobs["generate"]
+        assert info["worker"]["slurm_job_id"] in outcome.slurm_jobs["train"]
     ds = xr.open_zarr(outcome.results_path, consolidated=False)
     assert np.isfinite(ds.alpha_hat.values).all() and "nn, detector" in outcome.table
 
@@ -219,7 +223,7 @@ _DELETE = object()
 
 @pytest.mark.parametrize("path, value, message", [
     ("name", _DELETE, r"missing required field 'name'"),
-    ("seed", -1, r"field 'seed' has value -1 .*an integer >= 0"),
+    ("seed", -1, r"field 'seed' has value -1 \(int\); allowed: an integer in \[0, 2\^63\)"),
     ("seed", "abc", r"field 'seed' has value 'abc' \(str\)"),
     ("colour", "red", r"unknown field 'colour'.*allowed fields: name, "),
     ("generate.profile", "turbo", r"field 'generate.profile' has value 'turbo'.*'full' or 'fast'"),
@@ -228,16 +232,19 @@ _DELETE = object()
     ("generate.speed", 3, r"unknown field 'generate.speed'"),
     ("toys.alpha", [1.5], r"field 'toys.alpha' has value \[1.5\].*numbers in \[0, 1\]"),
     ("toys.n_events", [0], r"field 'toys.n_events'.*integers >= 1"),
-    ("toys.methods", ["bdt"], r"field 'toys.methods'.*\['phi_star', 'nn'\]"),
-    ("toys.n_toys", _DELETE, r"missing required field 'toys.n_toys'"),
-    ("smearing", ["extreme"], r"field 'smearing'.*\['none', 'detector'\]"),
-    ("samples", ["H", "Zprime"], r"unknown process 'Zprime'"),
-    ("features", ["phi_star", "no_such_feature"], r"field 'features'.*no_such_feature"),
+    ("toys.estimators", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn'\]"),
+    # the old name is still read; the error names the field by its new name
+    ("toys.methods", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn'\]"),
+    ("toys.n_toys", 0, r"field 'toys.n_toys' has value 0 .*integer >= 1"),
+    ("smearing", ["extreme"], r"field 'smearing.variants' has value \['extreme'\].*\['none', 'detector'\]"),
+    ("components", ["H"], r"'components' needs at least two processes to mix, got \['H'\]"),
+    ("features", ["phi_star", "no_such_feature"],
+     r"field 'features.network_inputs': unknown feature name\(s\) \['no_such_feature'\]"),
     ("classifier.dropout", 1.5, r"classifier: .*dropout"),
     ("classifier.layers", [3], r"unknown field 'classifier.layers'"),
     ("templates.bandwidth", -1, r"field 'templates.bandwidth' has value -1"),
     ("selection.m_vis_min", -5.0, r"selection: the visible-mass window needs 0 <= m_vis_min < m_vis_max"),
-    ("selection.mvis_max", 500.0, r"selection: unknown selection cut\(s\) \['mvis_max'\]"),
+    ("selection.mvis_max", 500.0, r"unknown field 'selection.mvis_max'; allowed fields in selection: .*m_vis_max"),
 ])
 def test_bad_job_fields(tmp_path, path, value, message):
     import yaml
@@ -245,24 +252,56 @@ def test_bad_job_fields(tmp_path, path, value, message):
     f = tmp_path / "bad.yaml"
     f.write_text(yaml.safe_dump(_with(path, value)))
     with pytest.raises(ConfigError, match=message) as err:
-        load_job(f)
+        load_study(f)
     assert str(f) in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["components", "samples"])
+def test_unknown_process_is_named(tmp_path, key):
+    """``samples:`` (the old name) and ``components:`` reach the same process check."""
+    import yaml
+
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump({**GOOD, key: ["H", "Zprime"],
+                                 "poi": {"name": "alpha", "fraction_of": "Zprime", "among": ["H", "Zprime"]}}))
+    with pytest.raises(ConfigError, match=r"components/processes: .*unknown process 'Zprime'") as err:
+        load_study(f)
+    assert str(f) in str(err.value)
+
+
+def test_old_and_new_names_together_are_refused(tmp_path):
+    import yaml
+
+    f = tmp_path / "both.yaml"
+    f.write_text(yaml.safe_dump({**GOOD, "samples": ["H", "A"], "components": ["H", "A"]}))
+    with pytest.raises(ConfigError, match=r"'samples' is the old name of 'components'; give one of them") as err:
+        load_study(f)
+    assert str(f) in str(err.value)
+
+
+def test_old_names_are_read(tmp_path):
+    import yaml
+
+    f = tmp_path / "old.yaml"
+    f.write_text(yaml.safe_dump({**GOOD, "samples": ["H", "A"], "toys": {**GOOD["toys"], "methods": ["nn"]}}))
+    study = load_study(f)
+    assert study.components == ("H", "A") and study.toys.estimators == ("nn",)
 
 
 def test_malformed_yaml_and_missing_file(tmp_path):
     f = tmp_path / "broken.yaml"
     f.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML"):
-        load_job(f)
+        load_study(f)
     with pytest.raises(ConfigError, match=r"no such job file"):
-        load_job(tmp_path / "absent.yaml")
+        load_study(tmp_path / "absent.yaml")
 
 
 def test_shipped_jobs_are_valid():
     jobs = os.path.join(os.path.dirname(__file__), "..", "jobs")
     for name in sorted(os.listdir(jobs)):
         if name.endswith(".yaml"):
-            plan = plan_study(load_job(os.path.join(jobs, name)))
+            plan = plan_study(load_study(os.path.join(jobs, name)))
             assert plan.n_toy_tasks > 0 and plan.generation.n_tasks > 0
 
 
@@ -273,7 +312,7 @@ def test_job_selection_reaches_the_event_store_address(tmp_path):
     def plan_for(selection):
         f = tmp_path / "sel.yaml"
         f.write_text(yaml.safe_dump({**GOOD, "selection": selection}))
-        return plan_study(load_job(f))
+        return plan_study(load_study(f))
 
     windowed, plain = plan_for({"m_vis_min": 150.0, "m_vis_max": 500.0}), plan_for({})
     cuts = windowed.generation.specs[0].cuts
@@ -331,9 +370,10 @@ def test_worker_killed_mid_toys_gives_identical_results(tmp_path, local_run):
     """SIGKILL a worker process while toy batches are being fitted: Dask reruns them, nothing changes."""
     import threading
 
-    from hpcmix.orchestrate.cluster import make_clusters
+    from hpcmix.orchestrate.executor import OnPools
+    from hpcmix.orchestrate.pools import make_clusters
 
-    job = load_job(_job_file(tmp_path))
+    job = load_study(_job_file(tmp_path))
     plan = plan_study(job)
     killed = []
 
@@ -348,7 +388,7 @@ def test_worker_killed_mid_toys_gives_identical_results(tmp_path, local_run):
     with make_clusters(_local_site()) as pools:
         t = threading.Thread(target=kill_when_toys_start, args=(pools,), daemon=True)
         t.start()
-        outcome = run_study(job, pools=pools, progress=False, echo=_quiet)
+        outcome = run_study(job, executor=OnPools(pools), progress=False, echo=_quiet)
         t.join(timeout=60)
     assert killed, "no worker was killed"
     _, _, uninterrupted = local_run

@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from conftest import study_with
+
 from hpcmix import config
 from hpcmix.physics import kinematics as kin
 from hpcmix.physics.layout import M_PI_CHARGED, M_PI_NEUTRAL, NU_MINUS, NU_PLUS
 from hpcmix.physics.smearing import PION_INDICES, smear_pions
+from hpcmix.study import resolve_study
 
 CHARGED = (0, 3)  # pi+, pi- in the particle axis
 NEUTRAL = (1, 4)  # pi0+, pi0-
@@ -122,9 +125,9 @@ def test_zero_sigma_is_identity():
 def test_input_not_modified_and_reproducible():
     p4 = _events(1000)
     copy = p4.copy()
-    a = smear_pions(p4, np.random.default_rng(42))
-    b = smear_pions(p4, np.random.default_rng(42))
-    c = smear_pions(p4, np.random.default_rng(43))
+    a = smear_pions(p4, np.random.default_rng(42), **SIGMAS)
+    b = smear_pions(p4, np.random.default_rng(42), **SIGMAS)
+    c = smear_pions(p4, np.random.default_rng(43), **SIGMAS)
     np.testing.assert_array_equal(p4, copy)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -133,46 +136,66 @@ def test_input_not_modified_and_reproducible():
 def test_pieces_with_one_generator_equal_whole():
     # every event consumes its own 12 words of the stream (documented order)
     p4 = _events(1000)
-    whole = smear_pions(p4, np.random.default_rng(7))
+    whole = smear_pions(p4, np.random.default_rng(7), **SIGMAS)
     rng = np.random.default_rng(7)
-    pieces = np.concatenate([smear_pions(p4[:313], rng), smear_pions(p4[313:], rng)])
+    pieces = np.concatenate([smear_pions(p4[:313], rng, **SIGMAS), smear_pions(p4[313:], rng, **SIGMAS)])
     np.testing.assert_array_equal(pieces, whole)
 
 
-def test_options_default_to_config():
+def test_widths_are_required():
+    # no config fallback any more: every width is an explicit argument
+    p4 = _events(3)
+    with pytest.raises(TypeError, match="charged_sigma_theta"):
+        smear_pions(p4, np.random.default_rng(0))
+    partial = {k: v for k, v in SIGMAS.items() if k != "neutral_sigma_e_rel"}
+    with pytest.raises(TypeError, match="neutral_sigma_e_rel"):
+        smear_pions(p4, np.random.default_rng(0), **partial)
+
+
+def test_study_widths_default_to_package_yaml_and_follow_dask_config():
+    yaml_smearing = config.package_defaults()["smearing"]
+    widths = study_with().smearing.widths()
+    assert widths == {
+        "charged_sigma_theta": yaml_smearing["charged_pion"]["sigma_theta"],
+        "charged_sigma_e_rel": yaml_smearing["charged_pion"]["sigma_e_rel"],
+        "neutral_sigma_theta": yaml_smearing["neutral_pion"]["sigma_theta"],
+        "neutral_sigma_e_rel": yaml_smearing["neutral_pion"]["sigma_e_rel"],
+    }
+    # the package defaults are the paper's values
+    assert widths == pytest.approx(SIGMAS, rel=1e-12)
     p4 = _events(1000)
-    default = smear_pions(p4, np.random.default_rng(1))
-    explicit = smear_pions(
-        p4,
-        np.random.default_rng(1),
-        charged_sigma_theta=config.get("smearing.charged_pion.sigma_theta"),
-        charged_sigma_e_rel=config.get("smearing.charged_pion.sigma_e_rel"),
-        neutral_sigma_theta=config.get("smearing.neutral_pion.sigma_theta"),
-        neutral_sigma_e_rel=config.get("smearing.neutral_pion.sigma_e_rel"),
+    # (the YAML rounds 0.025/sqrt(12) to 16 digits)
+    np.testing.assert_allclose(
+        smear_pions(p4, np.random.default_rng(1), **widths),
+        smear_pions(p4, np.random.default_rng(1), **SIGMAS),
+        rtol=1e-12,
     )
-    np.testing.assert_array_equal(default, explicit)
-    assert config.get("smearing.charged_pion.sigma_theta") == 0.001
-    assert config.get("smearing.neutral_pion.sigma_e_rel") == 0.10
+    # dask config (DASK_HPCMIX__SMEARING__... or dask.config.set) changes the resolved study
+    with dask.config.set({"hpcmix.smearing.charged_pion.sigma_theta": 0.002}):
+        assert resolve_study().smearing.widths()["charged_sigma_theta"] == 0.002
+    assert resolve_study().smearing.widths()["charged_sigma_theta"] == 0.001
     with dask.config.set({"hpcmix.smearing.charged_pion.sigma_theta": 0.0, "hpcmix.smearing.charged_pion.sigma_e_rel": 0.0}):
-        out = smear_pions(p4, np.random.default_rng(1))
+        zero_charged = resolve_study().smearing.widths()
+    assert zero_charged["neutral_sigma_e_rel"] == widths["neutral_sigma_e_rel"]
+    out = smear_pions(p4, np.random.default_rng(1), **zero_charged)
     np.testing.assert_allclose(out[:, CHARGED], p4[:, CHARGED], rtol=1e-12)
     assert not np.allclose(out[:, NEUTRAL], p4[:, NEUTRAL])
 
 
 def test_empty_input():
-    out = smear_pions(np.zeros((0, 6, 4)), np.random.default_rng(0))
+    out = smear_pions(np.zeros((0, 6, 4)), np.random.default_rng(0), **SIGMAS)
     assert out.shape == (0, 6, 4)
 
 
 @pytest.mark.parametrize("shape", [(6, 4), (10, 4, 4), (10, 6, 3), (10, 6, 4, 1)])
 def test_bad_shape_raises(shape):
     with pytest.raises(ValueError, match=r"\(n_events, 6, 4\)"):
-        smear_pions(np.zeros(shape), np.random.default_rng(0))
+        smear_pions(np.zeros(shape), np.random.default_rng(0), **SIGMAS)
 
 
 def test_bad_rng_and_sigma_raise():
     p4 = _events(3)
     with pytest.raises(TypeError, match="Generator"):
-        smear_pions(p4, np.random.RandomState(0))
+        smear_pions(p4, np.random.RandomState(0), **SIGMAS)
     with pytest.raises(ValueError, match="charged_sigma_theta"):
-        smear_pions(p4, np.random.default_rng(0), charged_sigma_theta=-1.0)
+        smear_pions(p4, np.random.default_rng(0), **{**SIGMAS, "charged_sigma_theta": -1.0})

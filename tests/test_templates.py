@@ -263,3 +263,44 @@ def test_mixture_fit_with_adaptive_templates_is_unbiased_at_alpha_0p9():
 def test_kde_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         KDETemplates(**kwargs)
+
+
+def test_defaults_are_the_package_defaults_and_no_global_settings_are_read():
+    """hpcmix.stats takes settings as arguments; its defaults equal hpcmix.yaml's ``templates:``."""
+    import os
+
+    import dask.config
+    import yaml
+
+    import hpcmix
+    from hpcmix.stats import templates as tm
+
+    with open(os.path.join(os.path.dirname(hpcmix.__file__), "hpcmix.yaml")) as f:
+        pkg = yaml.safe_load(f)["hpcmix"]["templates"]
+    assert (tm.DEFAULT_SPACE, tm.DEFAULT_BANDWIDTH, tm.DEFAULT_ADAPTIVE, tm.DEFAULT_GRID_SIZE, tm.DEFAULT_LOGIT_CLIP,
+            tm.DEFAULT_POSITIVITY_GRID, tm.DEFAULT_POSITIVITY_QUANTILE) == (
+        pkg["space"], pkg["bandwidth"], pkg["adaptive"], pkg["grid_size"], pkg["logit_clip"],
+        pkg["positivity_grid"], pkg["positivity_quantile"])
+    rng = np.random.default_rng(4)
+    y, is_a = rng.uniform(size=400), np.arange(400) < 200
+    with dask.config.set({"hpcmix.templates.space": "reflect", "hpcmix.templates.grid_size": 64,
+                          "hpcmix.templates.adaptive": False, "hpcmix.templates.positivity_grid": 5}):
+        t = KDETemplates(y, is_a)
+        assert (t.space, t.grid.size, t.adaptive) == ("logit", 8192, True)
+        assert AnalyticTemplates(np.ones_like, np.ones_like).n_grid == 20001
+    assert t.settings == {"space": "logit", "bandwidth": "silverman", "adaptive": True, "grid_size": 8192,
+                          "logit_clip": 1e-7, "positivity_quantile": 0.0, "adaptive_classes": 32}
+
+
+@pytest.mark.parametrize("name", ["space", "bandwidth", "adaptive", "grid_size", "clip", "positivity_quantile",
+                                  "adaptive_classes"])
+def test_unset_settings_are_refused_not_defaulted(name):
+    """None (an unset option) is an error: the caller decides the value, nothing falls back to config."""
+    y, is_a = np.linspace(0.1, 0.9, 20), np.arange(20) < 10
+    with pytest.raises(TypeError, match=f"{name}=None"):
+        KDETemplates(y, is_a, **{name: None})
+    if name != "positivity_quantile":
+        with pytest.raises(TypeError, match=f"{name}=None"):
+            KDETemplate(y, **{name: None})
+    with pytest.raises(TypeError, match="n_grid=None"):
+        AnalyticTemplates(np.ones_like, np.ones_like, n_grid=None)

@@ -63,6 +63,13 @@ def test_seeds_are_deterministic_and_distinct():
                                   toy_seed(7, "NN", "d", 0.7, 100, 3).random(3))
 
 
+def test_the_study_seed_is_required():
+    with pytest.raises(TypeError, match="study_seed"):
+        toy_seed()
+    with pytest.raises(TypeError, match="needs the study seed"):
+        toy_seed(None, "NN", "none", 0.7, 100, 0)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -11,6 +11,11 @@ import dask.config
 import numpy as np
 import pytest
 
+from conftest import study_with
+
+from hpcmix.config import package_defaults
+from hpcmix.schema import ConfigError
+from hpcmix.study import resolve_study
 from hpcmix.train import ClassifierSettings, Standardiser, roc_auc
 
 # ---------------------------------------------------------------------------
@@ -19,7 +24,7 @@ from hpcmix.train import ClassifierSettings, Standardiser, roc_auc
 
 
 def test_settings_defaults_are_the_papers():
-    s = ClassifierSettings.from_config()
+    s = ClassifierSettings()
     assert s.hidden_layers == (500, 1000, 100)
     assert s.activation == "leaky_relu"
     assert s.batch_norm is True
@@ -30,20 +35,34 @@ def test_settings_defaults_are_the_papers():
     assert (s.lr_patience, s.lr_factor) == (10, 0.1)
     assert s.early_stopping_patience == 15
     assert s.max_epochs == 100
-    assert s.seed == dask.config.get("hpcmix.seed")  # null in train: -> the study seed
-    # the dataclass defaults agree with the YAML defaults
-    bare = ClassifierSettings()
-    assert bare.replace(seed=s.seed) == s
+    assert s.seed is None  # the study fills in its seed
+    # the dataclass defaults agree with the YAML defaults (classifier:)
+    yaml_classifier = package_defaults()["classifier"]
+    assert ClassifierSettings(**yaml_classifier) == s
+    # the resolved study's classifier: the same, seeded with the study seed (classifier.seed: null)
+    study = study_with()
+    assert study.classifier.seed == study.seed == package_defaults()["seed"]
+    assert study.classifier == s.replace(seed=study.seed)
+    assert study_with(seed=77).classifier.seed == 77
+    assert study_with(seed=77, classifier={"seed": 5}).classifier.seed == 5
 
 
-def test_settings_keyword_else_config():
-    with dask.config.set({"hpcmix.train.learning_rate": 0.001, "hpcmix.train.hidden_layers": [8, 4]}):
-        s = ClassifierSettings.from_config()
+def test_settings_from_study_layers_and_dask_config():
+    with dask.config.set({"hpcmix.classifier.learning_rate": 0.001, "hpcmix.classifier.hidden_layers": [8, 4]}):
+        s = resolve_study().classifier
         assert s.learning_rate == 0.001 and s.hidden_layers == (8, 4)
-        s = ClassifierSettings.from_config(learning_rate=0.5, seed=3)
+        # a later layer (job file / command line) wins over dask config, key by key
+        s = study_with(classifier={"learning_rate": 0.5, "seed": 3}).classifier
         assert s.learning_rate == 0.5 and s.seed == 3 and s.hidden_layers == (8, 4)
-    with pytest.raises(TypeError, match="unknown classifier settings"):
-        ClassifierSettings.from_config(lerning_rate=0.1)
+    with dask.config.set({"hpcmix.classifier.max_epochs": 3}):
+        assert resolve_study().classifier.max_epochs == 3
+    assert resolve_study().classifier.max_epochs == 100
+    with pytest.raises(ConfigError, match=r"unknown field 'classifier\.lerning_rate'"):
+        study_with(classifier={"lerning_rate": 0.1})
+    with pytest.raises(ConfigError, match="dropout"):
+        study_with(classifier={"dropout": 1.0})
+    with pytest.raises(TypeError, match="lerning_rate"):
+        ClassifierSettings(lerning_rate=0.1)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +221,7 @@ def _layers(model, cls):
 def test_model_architecture_is_the_papers(keras):
     from hpcmix.train.model import OUTPUT_NAME, build_model
 
-    model = build_model(25, ClassifierSettings.from_config())
+    model = build_model(25, ClassifierSettings())
     dense = _layers(model, keras.layers.Dense)
     assert [d.units for d in dense] == [500, 1000, 100, 2]
     assert model.input_shape == (None, 25) and model.output_shape == (None, 2)
@@ -262,7 +281,7 @@ def test_callbacks_use_configured_patience(keras):
     (es,) = [c for c in cbs if isinstance(c, keras.callbacks.EarlyStopping)]
     assert (lr.monitor, lr.patience, lr.factor, lr.min_lr) == ("val_loss", 4, 0.5, 1e-6)
     assert (es.monitor, es.patience, es.restore_best_weights) == ("val_loss", 6, True)
-    d = make_callbacks(ClassifierSettings.from_config())
+    d = make_callbacks(ClassifierSettings())
     assert [c.patience for c in d[:2]] == [10, 15] and d[0].factor == 0.1
 
 
@@ -313,7 +332,7 @@ def test_training_reaches_auc_and_writes_reloadable_artefacts(tmp_path, keras):
     names = [f"f{i}" for i in range(x.shape[1])]
     out = tmp_path / "model"
     res = train_classifier(
-        x, y, feature_names=names, out_dir=out, settings=ClassifierSettings.from_config(**SMALL),
+        x, y, feature_names=names, out_dir=out, settings=ClassifierSettings(**SMALL),
         x_test=x_test, y_test=y_test, progress=False,
     )
     assert res.roc_auc > 0.55 and res.roc_auc_sample == "test"
@@ -351,7 +370,7 @@ def test_training_is_deterministic(tmp_path, keras):
     from hpcmix.train import train_classifier
 
     x, y = _toy(600, seed=4)
-    s = ClassifierSettings.from_config(**{**SMALL, "max_epochs": 1})
+    s = ClassifierSettings(**{**SMALL, "max_epochs": 1})
     kw = dict(feature_names=[f"f{i}" for i in range(x.shape[1])], settings=s, progress=False)
     a = train_classifier(x, y, out_dir=tmp_path / "a", **kw)
     b = train_classifier(x, y, out_dir=tmp_path / "b", **kw)
@@ -368,7 +387,7 @@ def test_early_stopping_and_lr_reduction_act(tmp_path, keras):
     rng = np.random.default_rng(9)
     x = rng.normal(size=(600, 3)).astype(np.float32)
     y = rng.integers(0, 2, 600)
-    s = ClassifierSettings.from_config(
+    s = ClassifierSettings(
         hidden_layers=(16,), batch_size=64, learning_rate=0.05, max_epochs=40,
         lr_patience=1, lr_factor=0.5, early_stopping_patience=3, seed=2,
     )
@@ -385,7 +404,7 @@ def test_training_input_errors(tmp_path, keras):
 
     x, y = _toy(100, seed=0)
     names = [f"f{i}" for i in range(x.shape[1])]
-    s = ClassifierSettings.from_config(**SMALL)
+    s = ClassifierSettings(**SMALL)
     with pytest.raises(ValueError, match="feature names"):
         train_classifier(x, y, feature_names=names[:-1], out_dir=tmp_path, settings=s)
     with pytest.raises(ValueError, match="labels"):
@@ -396,6 +415,10 @@ def test_training_input_errors(tmp_path, keras):
         train_classifier(x, y[:-1], feature_names=names, out_dir=tmp_path, settings=s)
     with pytest.raises(ValueError, match="x_test and y_test"):
         train_classifier(x, y, feature_names=names, out_dir=tmp_path, settings=s, x_test=x)
+    with pytest.raises(ValueError, match="seed is None"):
+        train_classifier(x, y, feature_names=names, out_dir=tmp_path, settings=s.replace(seed=None))
+    with pytest.raises(TypeError, match="settings"):
+        train_classifier(x, y, feature_names=names, out_dir=tmp_path)
 
 
 @pytest.mark.tensorflow
@@ -404,7 +427,7 @@ def test_paper_network_trains_one_epoch(tmp_path, keras):
     from hpcmix.train import train_classifier
 
     x, y = _toy(600, seed=5, n_features=25)
-    s = ClassifierSettings.from_config(max_epochs=1)
+    s = ClassifierSettings(max_epochs=1, seed=3)
     res = train_classifier(
         x, y, feature_names=[f"f{i}" for i in range(25)], out_dir=tmp_path, settings=s, progress=False
     )

@@ -42,7 +42,6 @@ def load_processes_file(path: str | None) -> dict:
 
 # -- shared by the stage commands (train, templates, toys) -------------------------------------
 SMEARING_CHOICES = ("none", "detector")
-SMEARED = {"none": False, "detector": True}
 
 
 def open_store(path: str, *, splits=("train", "template", "test")):
@@ -108,14 +107,39 @@ def parse_number_list(text: str, kind: type, option: str, *, minimum=None, maxim
     return values
 
 
-def replace_done_folder(folder: str, overwrite: bool, what: str, command: str) -> None:
-    """Refuse to overwrite a finished stage folder unless asked; when asked, drop its done.json first."""
+def replace_done_folder(folder: str, address: str, overwrite: bool, what: str, command: str) -> bool:
+    """True when ``folder`` already holds this very output (same address: nothing to do).
+
+    A finished output of another address is refused unless ``overwrite``, which drops its
+    done.json first.
+    """
     import os
 
-    from ..orchestrate import stages
+    from ..orchestrate.record import DONE_FILE, RecordError, StageRecord
 
-    if stages.is_done(folder):
-        if not overwrite:
-            raise click.UsageError(f"{folder} already holds {what} (done.json); pass --overwrite to replace it "
-                               f"or choose another --out for '{command}'")
-        os.remove(os.path.join(folder, stages.DONE_FILE))
+    if not os.path.exists(os.path.join(folder, DONE_FILE)):
+        return False
+    try:
+        same = StageRecord.read(folder).address == address
+    except RecordError:
+        same = False
+    if same and not overwrite:
+        return True
+    if not overwrite:
+        raise click.UsageError(f"{folder} already holds {what} made with other settings (done.json); pass "
+                               f"--overwrite to replace it or choose another --out for '{command}'")
+    os.remove(os.path.join(folder, DONE_FILE))
+    return False
+
+
+def site_option(f):
+    """``--site``: where the stage's tasks run (default: this machine's local Dask cluster)."""
+    return click.option("-s", "--site", default=None,
+                        help="Site config: a YAML path, or a site name ($HPCMIX_SITE_PATH, then the packaged "
+                             "local, ci-slurm, slurm). [default: local]")(f)
+
+
+def set_option(f):
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                        help="Override a study setting (repeatable), e.g. --set classifier.max_epochs=5; "
+                             "values are read as YAML.")(f)

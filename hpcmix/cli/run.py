@@ -10,27 +10,31 @@ import click
 @click.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
 @click.option("-s", "--site", default=None,
-              help="Site config: a name in site_configs/ (local, slurm, ci-slurm) or a YAML path. "
+              help="Site config: a YAML path, or a site name looked up in $HPCMIX_SITE_PATH, then "
+                   "among the packaged sites (local, ci-slurm, slurm). "
                    "[default: $HPCMIX_SITE, else local]")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a setting of the job (repeatable), e.g. --set toys.n_toys=100 "
+                   "--set classifier.max_epochs=5; values are read as YAML.")
 @click.option("--dry-run", is_flag=True, help="Validate the job and print the plan; start nothing.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def run(job_file, site, dry_run, progress):
+def run(job_file, site, sets, dry_run, progress):
     """Run a study: generate -> train -> templates -> toys -> aggregate -> report.
 
     Finished stages are skipped on a rerun; a changed setting redoes only the
     stages that depend on it.
     """
-    from ..orchestrate.cluster import load_site
-    from ..orchestrate.jobs import load_job
     from ..orchestrate.lock import OutputLockedError
     from ..orchestrate.pipeline import InsufficientDiskError, plan_study, run_study
+    from ..orchestrate.sites import load_site
     from ..schema import ConfigError
     from ..store import StoreMismatchError
+    from ..study import load_study
 
     t0 = time.perf_counter()
     try:
-        job = load_job(job_file)
-        plan = plan_study(job)
+        study = load_study(job_file, sets=sets)
+        plan = plan_study(study)
         site_cfg = load_site(site)
     except (ConfigError, ValueError) as err:
         raise click.UsageError(str(err)) from None
@@ -38,7 +42,7 @@ def run(job_file, site, dry_run, progress):
     if dry_run:
         return
     try:
-        outcome = run_study(job, site=site_cfg, progress=progress, echo=click.echo)
+        outcome = run_study(study, site=site_cfg, progress=progress, echo=click.echo)
     except (StoreMismatchError, OutputLockedError, InsufficientDiskError) as err:
         raise click.UsageError(str(err)) from None
     click.echo("")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 
 import click
 
-from .options import SMEARED, SMEARING_CHOICES, open_store, replace_done_folder, store_samples
+from .options import SMEARING_CHOICES, open_store, replace_done_folder, set_option, site_option, store_samples
 
 
 def _bandwidth(text: str | None):
@@ -41,12 +40,20 @@ def _bandwidth(text: str | None):
 @click.option("--space", type=click.Choice(["logit", "reflect"]), default=None,
               help="nn: how the KDE handles the [0, 1] range. [default: hpcmix.templates.space]")
 @click.option("--overwrite", is_flag=True, help="Replace finished templates in --out.")
-def templates(store, method, model, smearing, out, samples, bandwidth, space, overwrite):
-    """Build the H and A templates of one method and evaluate them on every test-split event.
+@set_option
+@site_option
+def templates(store, method, model, smearing, out, samples, bandwidth, space, overwrite, sets, site):
+    """Build the two components' templates of one method and evaluate them on every test-split event.
 
-    The folder (templates.pkl, test_pool.npz, done.json) is what 'hpcmix toys' fits.
+    The folder (templates.npz, test_pool.npz, done.json) is what 'hpcmix toys' fits. Runs in
+    this process, or with --site on that site's CPU pool.
     """
-    from ..orchestrate import stages
+    from ..orchestrate.executor import InProcess, site_executor
+    from ..orchestrate.pipeline import run_templates
+    from ..orchestrate.record import RecordError, StageRecord
+    from ..orchestrate.stages import templates as templates_stage
+    from ..schema import ConfigError
+    from ..study import resolve_study
 
     bandwidth = _bandwidth(bandwidth)
     model_info = {}
@@ -57,10 +64,13 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
         if not os.path.isdir(model):
             raise click.BadParameter(f"{model!r} does not exist; train a classifier with 'hpcmix train'",
                                      param_hint="--model")
-        if not stages.is_done(model):
-            raise click.BadParameter(f"{model!r} holds no finished classifier (no done.json); train one with "
-                                     "'hpcmix train'", param_hint="--model")
-        model_info = stages.read_done(model)
+        try:
+            model_rec = StageRecord.read(model, stage="train")
+        except RecordError as err:
+            raise click.BadParameter(f"{err}; train one with 'hpcmix train'", param_hint="--model") from None
+        model_info = {"samples": model_rec.settings["components"], "smearing": model_rec.settings["smearing"],
+                      "event_store_fingerprint": model_rec.inputs.get("events"),
+                      "store": model_rec.paths.get("events")}
     else:
         unused = [name for name, v in (("--model", model), ("--bandwidth", bandwidth), ("--space", space))
                   if v is not None]
@@ -77,25 +87,41 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
     if model_info.get("event_store_fingerprint") not in (None, ev.layout.fingerprint()):
         click.echo(f"note: the model was trained on another event store ({model_info.get('store')})")
     out = out or os.path.join(os.path.dirname(os.path.abspath(store)), "templates", f"{method}-{smearing}")
-    replace_done_folder(out, overwrite, "finished templates", "hpcmix templates")
-
-    click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
-    settings = {"bandwidth": bandwidth, "space": space}
+    over = {"components": list(pair), "poi": {"fraction_of": pair[1], "among": list(pair)},
+            "templates": {k: v for k, v in (("bandwidth", bandwidth), ("space", space)) if v is not None}}
     try:
-        info = stages.templates_task(ev.path, pair, SMEARED[smearing], method, model, settings, out)
+        study = resolve_study(overrides=over, sets=sets)
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from None
+    upstream = train_model_ref(model_rec, model) if method == "nn" else None
+    item = templates_stage.item(study, estimator=method, smearing=smearing, events=ev.layout.fingerprint(),
+                                model=upstream, folder=out)
+    if replace_done_folder(out, item.address, overwrite, "finished templates", "hpcmix templates"):
+        click.echo(f"{out} already holds these templates (address {item.address}); nothing to do")
+    else:
+        click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
+    executor = InProcess() if site is None else site_executor(site)
+    try:
+        info = run_templates([item], ev.path, executor, progress=False)[item.address]["info"]
     except ValueError as err:
         raise click.ClickException(str(err)) from None
-    info = stages.mark_done(out, {**info, "smearing": smearing, "store": os.path.abspath(ev.path),
-                                  "event_store_fingerprint": ev.layout.fingerprint(), "samples": list(pair),
-                                  "model": os.path.abspath(model) if model else None,
-                                  "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+    finally:
+        executor.close()
+    sizes = info["pool_sizes"]
     if method == "phi_star":
         click.echo(f"a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
     else:
         h_a, h_h = info["bandwidths"]
         click.echo(f"KDE bandwidths ({info['space']} space): A {h_a:.4g}, H {h_h:.4g}")
     lo, hi = info["positivity_limits"]
-    click.echo(f"positivity limits of alpha: [{lo:.4g}, {hi:.4g}]; test pool {info['n_pool_h']} "
-               f"{pair[0]} + {info['n_pool_a']} {pair[1]} events")
+    click.echo(f"positivity limits of alpha: [{lo:.4g}, {hi:.4g}]; test pool {sizes[pair[0]]} "
+               f"{pair[0]} + {sizes[pair[1]]} {pair[1]} events")
     click.echo(f"templates: {out}")
     click.echo(f"next     : hpcmix toys {out} --alpha 0.5,0.7,0.9 --n-events 20,100,500 --n-toys 1000")
+
+
+def train_model_ref(record, folder: str):
+    """The train stage's view of an existing model folder: its address and where it is."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(address=record.address, folder=folder)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 
 import click
 
-from .options import SMEARED, SMEARING_CHOICES, open_store, replace_done_folder, store_samples
+from .options import SMEARING_CHOICES, open_store, replace_done_folder, site_option, store_samples
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -45,16 +46,21 @@ _HINT = {"tuple": "comma-separated integers, e.g. 64,64", "bool": "true or false
          "float": "a number", "str": "a name"}
 
 
-def parse_settings(pairs) -> dict:
-    """``('max_epochs=5', 'hidden_layers=64,64')`` -> typed overrides, validated by ClassifierSettings."""
-    from ..train.settings import ClassifierSettings
+def parse_settings(pairs) -> list[str]:
+    """``('max_epochs=5', 'hidden_layers=64,64')`` -> ``--set`` pairs of the study's ``classifier`` section.
 
+    Bare keys are classifier settings; dotted keys (``templates.space=...``) pass through.
+    Values are typed like the ClassifierSettings field and checked when the study is resolved.
+    """
     fields = _setting_fields()
-    out = {}
+    out = []
     for pair in pairs:
         if "=" not in pair:
             raise click.BadParameter(f"{pair!r}: write KEY=VALUE, e.g. max_epochs=5", param_hint="--set")
         key, text = (s.strip() for s in pair.split("=", 1))
+        if "." in key:
+            out.append(f"{key}={text}")
+            continue
         if key not in fields:
             raise click.BadParameter(f"unknown classifier setting {key!r}; valid keys: {', '.join(fields)}",
                                      param_hint="--set")
@@ -62,25 +68,22 @@ def parse_settings(pairs) -> dict:
             raise click.BadParameter("give the seed with --seed, not --set seed=...", param_hint="--set")
         kind = fields[key]
         try:
-            out[key] = _parse_value(key, kind, text)
+            value = _parse_value(key, kind, text)
         except ValueError:
             hint = next((h for k, h in _HINT.items() if kind.startswith(k)), kind)
             raise click.BadParameter(f"{key}={text!r}: {key} takes {hint}", param_hint="--set") from None
-    try:
-        ClassifierSettings.from_config(**out)
-    except (TypeError, ValueError) as err:
-        raise click.BadParameter(str(err), param_hint="--set") from None
+        out.append(f"classifier.{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}")
     return out
 
 
-def parse_features(text: str | None) -> tuple[str, ...]:
-    """``reference25`` (a named set) or ``name,name,...``; None: the configured network inputs."""
+def parse_features(text: str | None) -> tuple[str, ...] | None:
+    """``reference25`` (a named set) or ``name,name,...``; None: the study's network inputs."""
     from ..physics.features import NETWORK_INPUT_SETS, network_inputs
 
-    spec = None
-    if text is not None:
-        text = text.strip()
-        spec = text if text in NETWORK_INPUT_SETS else [s.strip() for s in text.split(",") if s.strip()]
+    if text is None:
+        return None
+    text = text.strip()
+    spec = text if text in NETWORK_INPUT_SETS else [s.strip() for s in text.split(",") if s.strip()]
     try:
         return tuple(network_inputs(spec))
     except ValueError as err:
@@ -100,41 +103,57 @@ def parse_features(text: str | None) -> tuple[str, ...]:
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Training seed. [default: hpcmix.seed]")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Classifier setting override (repeatable), e.g. --set max_epochs=5 --set hidden_layers=64,64. "
-                   "Keys: the fields of hpcmix.train.ClassifierSettings.")
+                   "Keys: the fields of hpcmix.train.settings.ClassifierSettings, or dotted study keys (templates.space=...).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished model in --out.")
-def train(store, smearing, features, out, samples, seed, sets, overwrite):
+@site_option
+def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
     """Train the H-vs-A classifier on STORE's train split; the ROC AUC is measured on its test split.
 
-    Runs in this process (on its GPU if TensorFlow sees one). Writes classifier.keras,
+    Runs in this process (on its GPU if TensorFlow sees one), or with --site on that site's
+    GPU pool (else its CPU pool), as 'hpcmix run' does. Writes classifier.keras,
     standardiser.json, history.json, metrics.json and done.json into --out, which
-    'hpcmix templates --method nn --model DIR' reads.
+    'hpcmix templates --method nn --model DIR' reads. A rerun with the same settings is a no-op.
     """
-    from .. import config
-    from ..orchestrate import stages
+    from ..orchestrate.executor import InProcess, site_executor
+    from ..orchestrate.pipeline import run_train
+    from ..orchestrate.stages import train as train_stage
+    from ..schema import ConfigError
+    from ..study import resolve_study
 
-    overrides = parse_settings(sets)
+    pairs = parse_settings(sets)
     names = parse_features(features)
     ev = open_store(store, splits=("train", "test"))
     pair = store_samples(ev, samples)
+    over = {"components": list(pair), "poi": {"fraction_of": pair[1], "among": list(pair)}}
+    if names is not None:
+        over["features"] = {"network_inputs": list(names)}
+    if seed is not None:
+        over["seed"] = seed
+    try:
+        study = resolve_study(overrides=over, sets=pairs)
+    except ConfigError as err:
+        raise click.BadParameter(str(err), param_hint="--set") from None
+    names = study.network_inputs
     missing = [n for n in names if n not in ev.layout.feature_names]
     if missing:
         raise click.BadParameter(f"feature(s) {missing} are not in the store", param_hint="--features")
-    seed = config.get("seed", seed)
     out = out or os.path.join(os.path.dirname(os.path.abspath(store)), "models", smearing)
-    replace_done_folder(out, overwrite, "a finished classifier", "hpcmix train")
-
-    click.echo(f"training on {store} ({pair[0]} vs {pair[1]}, smearing {smearing}, {len(names)} inputs, "
-               f"seed {seed}) -> {out}")
+    m = train_stage.model(study, label=smearing, smearing=smearing, inputs=names, settings=study.classifier,
+                          events=ev.layout.fingerprint(), folder=out)
+    if replace_done_folder(out, m.address, overwrite, "a finished classifier", "hpcmix train"):
+        click.echo(f"{out} already holds this classifier (address {m.address}); nothing to do")
+    else:
+        click.echo(f"training on {store} ({pair[0]} vs {pair[1]}, smearing {smearing}, {len(names)} inputs, "
+                   f"seed {study.classifier.seed}) -> {out}")
     t0 = time.perf_counter()
+    executor = InProcess() if site is None else site_executor(site)
     try:
-        info = stages.train_task(ev.path, pair, SMEARED[smearing], names, overrides, seed, out, progress=True)
+        rec = run_train([m], ev.path, executor, progress=True, echo=click.echo)[smearing]
     except ValueError as err:
         raise click.ClickException(str(err)) from None
-    # provenance for 'hpcmix templates' (which smearing, store and samples this model belongs to)
-    info = stages.mark_done(out, {**info, "store": os.path.abspath(ev.path),
-                                  "event_store_fingerprint": ev.layout.fingerprint(), "samples": list(pair),
-                                  "smearing": smearing, "features": list(names), "seed": seed,
-                                  "classifier": overrides})
+    finally:
+        executor.close()
+    info = rec["info"]
     click.echo(f"ROC AUC {info['roc_auc']:.4f} on {info['n_test']} {info['roc_auc_sample']} events "
                f"({info['n_train']} train, {info['n_val']} validation)")
     click.echo(f"device {info['device']}; {info['epochs_run']} epochs (best {info['best_epoch']}), "

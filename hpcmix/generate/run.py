@@ -15,24 +15,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .. import config
 from ..physics.selection import CUTFLOW_STEPS, SelectionCuts
 from ..store import EventStore, StoreLayout
 from .processes import Catalogue, load_catalogue
 from .pythia_task import ChunkSpec, check_settings, generate_chunk
 from .seeds import pythia_seeds, smearing_rng
 
-SMEARING_KEYS = ("charged_sigma_theta", "charged_sigma_e_rel", "neutral_sigma_theta", "neutral_sigma_e_rel")
-
-
-def smearing_settings(**overrides) -> dict[str, float]:
-    """Smearing widths resolved keyword-else-config, so workers need no config of their own."""
-    out = {}
-    for key in SMEARING_KEYS:
-        kind, what = key.split("_", 1)
-        pion = "charged_pion" if kind == "charged" else "neutral_pion"
-        out[key] = float(config.get(f"smearing.{pion}.{what}", overrides.get(key)))
-    return out
+#: bumped when what a generation task computes changes (it is part of the store's address)
+GENERATION_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -49,47 +39,26 @@ class GenerationPlan:
         return len(self.specs)
 
 
-def plan_generation(
-    *,
-    samples=("H", "A"),
-    splits: Mapping[str, int] | None = None,
-    chunk_size: int | None = None,
-    profile: str | None = None,
-    seed: int | None = None,
-    processes: Mapping[str, Any] | None = None,
-    cuts: SelectionCuts | None = None,
-    smearing: Mapping[str, float] | None = None,
-    max_tries_factor: int | None = None,
-) -> GenerationPlan:
-    """Validate a generation request (before any cluster starts) and lay out its chunks."""
+def plan_generation(study) -> GenerationPlan:
+    """Lay out the chunks of ``study``'s event store (a resolved :class:`hpcmix.study.Study`).
+
+    Validation that needs Pythia (a setting it rejects) happens here, before any cluster starts.
+    """
     from ..physics.features import FEATURE_NAMES
 
-    chunk_size = int(config.get("generate.chunk_size", chunk_size))
-    profile = config.get("generate.profile", profile)
-    seed = int(config.get("seed", seed))
-    splits = dict(config.get("generate.splits", splits))
-    max_tries_factor = int(config.get("generate.max_tries_factor", max_tries_factor))
-    if chunk_size <= 0:
-        raise ValueError(f"chunk size must be a positive number of events, got {chunk_size}")
-    if not splits:
-        raise ValueError("no events requested: give at least one split, e.g. train=10000")
-    for name, n in splits.items():
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"split {name!r}: the number of events must be a positive integer, got {n!r}")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"the study seed must be a non-negative integer, got {seed}")
-    if isinstance(samples, str):
-        samples = (samples,)
-    samples = tuple(samples)
-    if len(set(samples)) != len(samples) or not samples:
-        raise ValueError(f"samples must be distinct and non-empty, got {samples}")
-    catalogue: Catalogue = load_catalogue(processes)
+    chunk_size, profile, seed = study.generate.chunk_size, study.generate.profile, study.seed
+    max_tries_factor = study.generate.max_tries_factor
+    splits = dict(study.generate.events)
+    samples = tuple(study.components)
+    from ..study.model import to_jsonable
+
+    catalogue: Catalogue = load_catalogue(to_jsonable(study.processes))
     procs = [catalogue.get(s) for s in samples]  # unknown process -> ValueError here
     settings = {p.name: catalogue.pythia_settings(p, profile) for p in procs}
     for p in procs:
         check_settings(settings[p.name])  # names the setting Pythia rejects
-    cuts = cuts or SelectionCuts.from_config()
-    smear = smearing_settings(**(smearing or {}))
+    cuts = study.selection
+    smear = study.smearing.widths()
 
     split_chunks = tuple((name, math.ceil(n / chunk_size)) for name, n in splits.items())
     layout = StoreLayout(
@@ -99,7 +68,7 @@ def plan_generation(
             "seed": seed, "profile": profile, "processes": {p.name: p.as_dict() for p in procs},
             "pythia_settings": {k: list(v) for k, v in settings.items()},
             "selection": cuts.as_dict(), "smearing": smear, "max_tries_factor": max_tries_factor,
-            "pythia8mc": _pythia_version(),
+            "pythia8mc": _pythia_version(), "generation_version": GENERATION_VERSION,
         },
     )
     seeds = pythia_seeds(seed, [(s, c) for s in samples for c in range(layout.n_chunks)])
@@ -180,12 +149,12 @@ class GenerationReport:
         return "\n".join(lines)
 
 
-def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwrite: bool = False,
+def run_generation(plan: GenerationPlan, store_path: str, *, executor, overwrite: bool = False,
                    progress: bool = True) -> GenerationReport:
-    """Create (or resume) the store and generate its missing chunks on ``client``.
+    """Create (or resume) the store and generate its missing chunks with ``executor``.
 
-    Without a client a ``LocalCluster`` with one single-threaded worker process
-    per core is started and closed again (Pythia holds the GIL, so processes).
+    ``executor`` is anything with hpcmix's executor ``map`` (``hpcmix.orchestrate.executor``:
+    in this process, a local cluster or a site's CPU pool); generation imports no cluster code.
     """
     store = EventStore.create(store_path, plan.layout, overwrite=overwrite)
     done = {s: store.done_chunks(s, verify=True) for s in plan.layout.samples}
@@ -193,18 +162,10 @@ def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwr
     t0 = time.perf_counter()
     results = []
     if todo:
-        own_client = client is None
-        if own_client:
-            from ..orchestrate.local import local_client
-
-            client = local_client()
-        try:
-            results = _map_with_progress(client, store.path, todo, plan, progress)
-        finally:
-            if own_client:
-                cluster = client.cluster
-                client.close()
-                cluster.close()
+        keys = [f"generate-{s.sample}-{s.chunk}-{plan.layout.fingerprint()}" for s in todo]
+        calls = [(store.path, spec, plan.seed, dict(plan.smearing)) for spec in todo]
+        results = [res for _, res in executor.map(generation_task, calls, keys=keys, stage="generate",
+                                                  progress=progress, unit="ev", per_task=plan.layout.chunk_size)]
     wall = time.perf_counter() - t0
     return GenerationReport(
         store=store.path,
@@ -216,13 +177,3 @@ def run_generation(plan: GenerationPlan, store_path: str, *, client=None, overwr
         events_selected=sum(r["cutflow"][CUTFLOW_STEPS[-1]] for r in results),
         slurm_jobs=tuple(sorted({r["slurm_job_id"] for r in results if r.get("slurm_job_id")})),
     )
-
-
-def _map_with_progress(client, store_path, todo, plan, progress) -> list[dict]:
-    from ..orchestrate.completion import as_finished
-
-    keys = [f"generate-{s.sample}-{s.chunk}-{plan.layout.fingerprint()}" for s in todo]
-    futures = dict(zip(keys, client.map(generation_task, [store_path] * len(todo), todo, [plan.seed] * len(todo),
-                                        [dict(plan.smearing)] * len(todo), pure=False, key=keys)))
-    return [res for _, res in as_finished(futures, "generate", progress=progress, unit="ev",
-                                          per_task=plan.layout.chunk_size)]

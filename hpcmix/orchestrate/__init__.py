@@ -1,17 +1,8 @@
 """Where hpcmix computes: Dask clusters from site configs (local or SLURM)."""
 
-from .cluster import (
-    ClusterStartError,
-    JobSubmissionError,
-    Pool,
-    Pools,
-    SiteConfig,
-    SiteConfigError,
-    WorkerTimeoutError,
-    available_sites,
-    load_site,
-    make_clusters,
-)
+from .errors import ClusterStartError, JobSubmissionError, WorkerTimeoutError
+from .pools import Pool, Pools, make_clusters
+from .sites import SiteConfig, SiteConfigError, available_sites, load_site, site_search_path
 
 __all__ = [
     "ClusterStartError",
@@ -24,4 +15,5 @@ __all__ = [
     "available_sites",
     "load_site",
     "make_clusters",
+    "site_search_path",
 ]

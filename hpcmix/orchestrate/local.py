@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def local_client(n_workers: int | None = None, *, dashboard_address: str = ":0"):
-    """The CPU pool of ``site_configs/local.yaml`` (one single-threaded worker process per core
+    """The CPU pool of the packaged ``local`` site (one single-threaded worker process per core
     unless ``n_workers``); the caller closes the client and ``client.cluster``."""
-    from .cluster import make_clusters
+    from .pools import make_clusters
 
     pools = make_clusters("local", gpu=False, cpu={"n_workers": n_workers, "dashboard_address": dashboard_address})
     return pools.cpu.client

@@ -32,7 +32,6 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from hpcmix import config
 from hpcmix.physics import kinematics as kin
 from hpcmix.physics.layout import (
     NU_MINUS,
@@ -256,12 +255,13 @@ def compute_features(p4, vertex) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def network_inputs(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
+def network_inputs(spec: str | Sequence[str]) -> tuple[str, ...]:
     """Resolve a named set (NETWORK_INPUT_SETS) or validate a list of FEATURE_NAMES.
 
-    ``None`` resolves to the config key ``hpcmix.features.network_inputs``.
+    A study's set is its ``features.network_inputs`` (``Study.network_inputs``, resolved).
     """
-    spec = config.get("features.network_inputs", spec)
+    if spec is None:
+        raise ValueError("network inputs: give a named set (e.g. 'reference25') or a list of feature names")
     if isinstance(spec, str):
         try:
             return NETWORK_INPUT_SETS[spec]
@@ -284,6 +284,6 @@ def network_inputs(spec: str | Sequence[str] | None = None) -> tuple[str, ...]:
     return names
 
 
-def feature_indices(spec: str | Sequence[str] | None = None) -> np.ndarray:
+def feature_indices(spec: str | Sequence[str]) -> np.ndarray:
     """Column indices into compute_features' output for ``network_inputs(spec)``."""
     return np.array([_COLUMN[s] for s in network_inputs(spec)], dtype=np.intp)

@@ -17,7 +17,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .. import config
 from .layout import E, PI0_MINUS, PI0_PLUS, PI_MINUS, PI_PLUS, PX, PY, PZ
 
 # Cut names in the order they are applied; the generator appends its own two.
@@ -28,7 +27,7 @@ CUTFLOW_STEPS = ("tried", "tau_pair") + VISIBLE_TAU_CUTS + EVENT_RECORD_CUTS
 
 @dataclass(frozen=True)
 class SelectionCuts:
-    """Thresholds of the ditau selection (GeV, radians); defaults from ``hpcmix.selection``."""
+    """Thresholds of the ditau selection (GeV, radians); the study's come from ``hpcmix.selection``."""
 
     tau_vis_pt_min: float
     tau_vis_abs_eta_max: float
@@ -38,12 +37,8 @@ class SelectionCuts:
     m_vis_min: float = 0.0           # GeV, four-pion invariant mass window
     m_vis_max: float | None = None   # GeV; None: no upper edge
 
-    @classmethod
-    def from_config(cls, **overrides) -> "SelectionCuts":
-        values = {k: config.get(f"selection.{k}", overrides.pop(k, None)) for k in cls.__dataclass_fields__}
-        if overrides:
-            raise ValueError(f"unknown selection cut(s) {sorted(overrides)}; allowed: {sorted(cls.__dataclass_fields__)}")
-        cuts = cls(**values)
+    def __post_init__(self) -> None:
+        cuts = self
         if cuts.tau_vis_pt_min < 0 or cuts.tau_vis_abs_eta_max <= 0 or cuts.delta_r_min < 0:
             raise ValueError(f"selection thresholds must be non-negative (eta > 0), got {asdict(cuts)}")
         if cuts.m_vis_min < 0 or (cuts.m_vis_max is not None and cuts.m_vis_max <= cuts.m_vis_min):
@@ -51,7 +46,6 @@ class SelectionCuts:
                              f"[{cuts.m_vis_min}, {cuts.m_vis_max}]; set m_vis_max to null for no upper edge")
         if cuts.max_taus_passing_pt < 2:
             raise ValueError(f"max_taus_passing_pt must be at least 2 (the signal pair), got {cuts.max_taus_passing_pt}")
-        return cuts
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
-from hpcmix import config
 from hpcmix.physics import kinematics as kin
 from hpcmix.physics.layout import (
     M_PI_CHARGED,
@@ -61,10 +60,10 @@ def _check_p4(p4) -> np.ndarray:
     return p4.astype(np.float64, copy=False)
 
 
-def _resolve_sigma(name: str, key: str, value) -> float:
-    sigma = float(config.get(key, value))
+def _check_sigma(name: str, key: str, value) -> float:
+    sigma = float(value)
     if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (config key hpcmix.{key}); got {sigma!r}")
+        raise ValueError(f"{name} must be a finite number >= 0 (study setting {key}); got {sigma!r}")
     return sigma
 
 
@@ -72,15 +71,15 @@ def smear_pions(
     p4,
     rng: np.random.Generator,
     *,
-    charged_sigma_theta: float | None = None,
-    charged_sigma_e_rel: float | None = None,
-    neutral_sigma_theta: float | None = None,
-    neutral_sigma_e_rel: float | None = None,
+    charged_sigma_theta: float,
+    charged_sigma_e_rel: float,
+    neutral_sigma_theta: float,
+    neutral_sigma_e_rel: float,
 ) -> np.ndarray:
     """Return a smeared copy of ``p4`` (n, 6, 4); pions smeared, neutrinos untouched.
 
-    Each ``None`` option resolves to ``hpcmix.smearing.{charged,neutral}_pion.
-    {sigma_theta, sigma_e_rel}`` in the config (radians, and sigma_E/E). See the
+    The widths are the study's ``smearing.{charged,neutral}_pion.{sigma_theta, sigma_e_rel}``
+    (radians, and sigma_E/E; ``Study.smearing.widths()`` gives these keywords). See the
     module docstring for the model and the exact random-number order.
     """
     p4 = _check_p4(p4)
@@ -88,10 +87,10 @@ def smear_pions(
         raise TypeError(
             f"rng must be a numpy.random.Generator (e.g. numpy.random.default_rng(seed)); got {type(rng).__name__}"
         )
-    c_theta = _resolve_sigma("charged_sigma_theta", "smearing.charged_pion.sigma_theta", charged_sigma_theta)
-    c_erel = _resolve_sigma("charged_sigma_e_rel", "smearing.charged_pion.sigma_e_rel", charged_sigma_e_rel)
-    n_theta = _resolve_sigma("neutral_sigma_theta", "smearing.neutral_pion.sigma_theta", neutral_sigma_theta)
-    n_erel = _resolve_sigma("neutral_sigma_e_rel", "smearing.neutral_pion.sigma_e_rel", neutral_sigma_e_rel)
+    c_theta = _check_sigma("charged_sigma_theta", "smearing.charged_pion.sigma_theta", charged_sigma_theta)
+    c_erel = _check_sigma("charged_sigma_e_rel", "smearing.charged_pion.sigma_e_rel", charged_sigma_e_rel)
+    n_theta = _check_sigma("neutral_sigma_theta", "smearing.neutral_pion.sigma_theta", neutral_sigma_theta)
+    n_erel = _check_sigma("neutral_sigma_e_rel", "smearing.neutral_pion.sigma_e_rel", neutral_sigma_e_rel)
     sigma_theta = np.where(_IS_CHARGED, c_theta, n_theta)
     sigma_erel = np.where(_IS_CHARGED, c_erel, n_erel)
 

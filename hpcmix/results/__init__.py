@@ -1,13 +1,23 @@
 """Results of a toy study: the xarray Dataset, its Zarr store, the ``ds.mixture`` accessor and the report."""
 
 from .accessor import MixtureAccessor, gauss_fit_histogram
-from .dataset import CELL_DIMS, DIMS, ResultsBuilder, open_results, save_results
+from .dataset import (
+    CELL_DIMS,
+    DIMS,
+    RESULTS_FORMAT,
+    ResultsBuilder,
+    ResultsFormatWarning,
+    open_results,
+    save_results,
+)
 
 __all__ = [
     "CELL_DIMS",
     "DIMS",
     "MixtureAccessor",
+    "RESULTS_FORMAT",
     "ResultsBuilder",
+    "ResultsFormatWarning",
     "gauss_fit_histogram",
     "open_results",
     "save_results",

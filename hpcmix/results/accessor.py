@@ -1,4 +1,8 @@
-"""``ds.mixture``: per-cell summary of a results Dataset and the paper's Table 1 layout."""
+"""``ds.mixture``: per-cell summary of a results Dataset and the paper's Table 1 layout.
+
+Light to import (numpy and xarray only; scipy loads on first use): ``import hpcmix`` imports
+it to register the accessor.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import itertools
 
 import numpy as np
 import xarray as xr
-from scipy import optimize, stats
 
 from .dataset import CELL_DIMS
 
@@ -29,6 +32,8 @@ def gauss_fit_histogram(x, *, bins: int | None = None, n_sigma: float = 4.0):
     The histogram spans mean +- n_sigma std; returns (mu, sigma, mu_err, sigma_err) with
     errors from the inverse Hessian. NaNs when fewer than 10 finite values.
     """
+    from scipy import optimize, stats
+
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     if x.size < 10:
@@ -80,6 +85,8 @@ _SUMMARY_ATTRS = {
 
 
 def _cell_summary(a_hat, s_hat, lo, hi, lr, conv, lim, alpha, cr):
+    from scipy import stats
+
     ok = np.isfinite(a_hat)
     x = a_hat[ok]
     out = dict.fromkeys(_SUMMARY_ATTRS, np.nan)
@@ -112,7 +119,7 @@ def _cell_summary(a_hat, s_hat, lo, hi, lr, conv, lim, alpha, cr):
 
 @xr.register_dataset_accessor("mixture")
 class MixtureAccessor:
-    """Summary statistics per (method, smearing, alpha, n_events) cell of a results Dataset."""
+    """Summary statistics per (estimator, smearing, alpha, n_events) cell of a results Dataset."""
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
@@ -143,7 +150,8 @@ class MixtureAccessor:
         return out
 
     def table(self, *, n_events=None, width: str = "gauss_sigma", summary: xr.Dataset | None = None) -> str:
-        """The paper's Table 1 layout: rows 'method, smearing', columns alpha, cells 'mean +- width'.
+        """The paper's Table 1 layout: rows 'method, smearing' (one per estimator and smearing), columns alpha,
+        cells 'mean +- width'.
 
         One block per N (or only ``n_events``). ``width`` is 'gauss_sigma' (paper) or 'std'.
         """
@@ -161,11 +169,11 @@ class MixtureAccessor:
             lines = [f"Table 1 layout: mean ± {'Gaussian-fit width' if width == 'gauss_sigma' else 'std'} "
                      f"of alpha_hat, {n_toys} test sets of N = {int(n)}",
                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for m in c["method"].values:
+            for m in c["estimator"].values:
                 for sm in c["smearing"].values:
                     row = [f"{m}, {sm}"]
                     for a in c["alpha"].values:
-                        cell = c.sel({"method": m, "smearing": sm, "alpha": a})
+                        cell = c.sel(estimator=m, smearing=sm, alpha=a)
                         mean, w = float(cell["mean"]), float(cell[width])
                         row.append("n/a" if not np.isfinite(mean) else f"{mean:.2f} ± {w:.2f}")
                     lines.append("| " + " | ".join(row) + " |")

@@ -1,22 +1,36 @@
-"""The results Dataset of a toy study: per-toy fit outputs on (method, smearing, alpha, n_events, toy).
+"""The results Dataset of a toy study: per-toy fit outputs on (estimator, smearing, alpha, n_events, toy).
 
 Besides the per-toy variables it holds per-cell Cramer-Rao bounds and pool-reuse counts,
 and optionally the templates (for Fig. 2a/3a) and one toy's likelihood curve per
-method (Fig. 6), so a report needs nothing but the Zarr store.
+estimator (Fig. 6), so a report needs nothing but the Zarr store.
+
+Results format (``ds.attrs["results_format"]``): 2 names the estimator dimension
+``estimator``; format 1 (stores without the attr) called it ``method``, which collides
+with the ``method=`` keyword of ``Dataset.sel``. ``open_results`` reads both.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import warnings
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["CELL_DIMS", "DIMS", "ResultsBuilder", "open_results", "save_results"]
+__all__ = ["CELL_DIMS", "DIMS", "RESULTS_FORMAT", "ResultsBuilder", "ResultsFormatWarning", "open_results",
+           "save_results"]
 
-DIMS = ("method", "smearing", "alpha", "n_events", "toy")
+RESULTS_FORMAT = 2
+"""Format number written to ``ds.attrs["results_format"]``; stores without it are format 1."""
+
+
+class ResultsFormatWarning(UserWarning):
+    """``open_results`` upgraded a store written in an older results format."""
+
+
+DIMS = ("estimator", "smearing", "alpha", "n_events", "toy")
 CELL_DIMS = DIMS[:-1]
 
 _TOY_VARS = {
@@ -40,9 +54,9 @@ class ResultsBuilder:
     returns the Dataset with provenance attrs (``attrs`` are merged in; keep them JSON-able).
     """
 
-    def __init__(self, *, methods, smearings, alphas, n_events, n_toys: int, attrs: dict | None = None):
+    def __init__(self, *, estimators, smearings, alphas, n_events, n_toys: int, attrs: dict | None = None):
         self.coords = {
-            "method": np.array([str(m) for m in methods], dtype=object),
+            "estimator": np.array([str(e) for e in estimators], dtype=object),
             "smearing": np.array([str(s) for s in smearings], dtype=object),
             "alpha": np.asarray(alphas, dtype=float),
             "n_events": np.asarray(n_events, dtype=np.int64),
@@ -65,7 +79,7 @@ class ResultsBuilder:
         self.curve_info: dict[str, Any] = {}
         self.attrs = dict(attrs or {})
 
-    def _cell(self, method, smearing, alpha, n_events):
+    def _cell(self, estimator, smearing, alpha, n_events):
         def pos(dim, value):
             c = self.coords[dim]
             hit = np.flatnonzero(np.isclose(c, value)) if c.dtype.kind == "f" else np.flatnonzero(c == value)
@@ -73,12 +87,12 @@ class ResultsBuilder:
                 raise ValueError(f"{dim}={value!r} is not one of {c.tolist()}")
             return int(hit[0])
 
-        return (pos("method", str(method)), pos("smearing", str(smearing)),
+        return (pos("estimator", str(estimator)), pos("smearing", str(smearing)),
                 pos("alpha", float(alpha)), pos("n_events", int(n_events)))
 
-    def add(self, method, smearing, alpha, n_events, fit, *, offset: int = 0, draw=None, cramer_rao=None):
+    def add(self, estimator, smearing, alpha, n_events, fit, *, offset: int = 0, draw=None, cramer_rao=None):
         """Store the toys of ``fit`` (a MixtureFit) at toy positions offset, offset + 1, ..."""
-        cell = self._cell(method, smearing, alpha, n_events)
+        cell = self._cell(estimator, smearing, alpha, n_events)
         n = len(fit)
         if offset < 0 or offset + n > self.coords["toy"].size:
             raise ValueError(f"toys {offset}..{offset + n} do not fit in n_toys={self.coords['toy'].size}")
@@ -94,16 +108,16 @@ class ResultsBuilder:
             self.max_uses[cell] = max(self.max_uses[cell], draw.max_uses)
             self.pool_short[cell] |= self.uses_sum[cell] > self.pool_size[cell]
 
-    def add_templates(self, method, smearing, templates, *, n_points: int = 512):
+    def add_templates(self, estimator, smearing, templates, *, n_points: int = 512):
         """Tabulate a MixtureTemplates pair for the template figures."""
-        self.templates[(str(method), str(smearing))] = templates.tabulate(n_points)
+        self.templates[(str(estimator), str(smearing))] = templates.tabulate(n_points)
 
-    def add_curve(self, method, smearing, alpha_grid, m2dlnl, **info):
+    def add_curve(self, estimator, smearing, alpha_grid, m2dlnl, **info):
         """-2 Delta lnL(alpha) of one example toy (Fig. 6); ``info`` (e.g. alpha, n_events) goes to attrs."""
         alpha_grid, m2dlnl = np.asarray(alpha_grid, float), np.asarray(m2dlnl, float)
         if alpha_grid.shape != m2dlnl.shape or alpha_grid.ndim != 1:
             raise ValueError("alpha_grid and m2dlnl must be 1-D arrays of one length")
-        self.curves[(str(method), str(smearing))] = (alpha_grid, m2dlnl)
+        self.curves[(str(estimator), str(smearing))] = (alpha_grid, m2dlnl)
         self.curve_info.update({k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()})
 
     def to_dataset(self) -> xr.Dataset:
@@ -111,7 +125,7 @@ class ResultsBuilder:
         ds["alpha"].attrs.update(long_name="true A fraction of the toys", units="1")
         ds["n_events"].attrs.update(long_name="events per toy (test-set size N)", units="events")
         ds["toy"].attrs.update(long_name="pseudo-experiment index")
-        ds["method"].attrs.update(long_name="estimation method")
+        ds["estimator"].attrs.update(long_name="estimator of alpha (phi_star: phi* angle, nn: network output)")
         ds["smearing"].attrs.update(long_name="detector smearing")
         for k, (_, _, attrs) in _TOY_VARS.items():
             ds[k] = (DIMS, self.data[k], attrs)
@@ -138,12 +152,13 @@ class ResultsBuilder:
             "title": "hpcmix mixture-fraction toy study",
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "hpcmix_version": __version__,
-            "estimator": "unbinned ML, p = alpha p_A + (1 - alpha) p_H, alpha bounded by template positivity",
+            "fit": "unbinned ML, p = alpha p_A + (1 - alpha) p_H, alpha bounded by template positivity",
             "interval": "Delta(-2 ln L) = 1",
             "pool_reuse_note": (f"pool smaller than the toys need in {short} cell(s): events repeat across toys"
                                 if short else "no pool event used in more toys than the pools could supply"),
         })
         ds.attrs.update(self.attrs)
+        ds.attrs["results_format"] = RESULTS_FORMAT
         return ds
 
 
@@ -151,15 +166,15 @@ def _add_tables(ds, tables, point_dim, names, attrs):
     if not tables:
         return ds
     n = max(v[0].size for v in tables.values())
-    shape = (ds.sizes["method"], ds.sizes["smearing"], n)
+    shape = (ds.sizes["estimator"], ds.sizes["smearing"], n)
     arrays = [np.full(shape, np.nan) for _ in names]
-    methods, smearings = list(ds["method"].values), list(ds["smearing"].values)
+    estimators, smearings = list(ds["estimator"].values), list(ds["smearing"].values)
     for (m, s), cols in tables.items():
-        i, j = methods.index(m), smearings.index(s)
+        i, j = estimators.index(m), smearings.index(s)
         for arr, col in zip(arrays, cols):
             arr[i, j, : col.size] = col
     for name, arr, at in zip(names, arrays, attrs):
-        ds[name] = (("method", "smearing", point_dim), arr, at)
+        ds[name] = (("estimator", "smearing", point_dim), arr, at)
     return ds
 
 
@@ -177,7 +192,7 @@ def _jsonable(attrs: dict) -> dict:
 def save_results(ds: xr.Dataset, path) -> None:
     """Write the results Dataset to a Zarr store (overwrites). Strings are stored as variable-length UTF-8."""
     ds = ds.copy()
-    for name in ("method", "smearing"):
+    for name in ("estimator", "smearing"):
         ds = ds.assign_coords({name: np.array([str(v) for v in ds[name].values], dtype=object)})
     ds.attrs = _jsonable(ds.attrs)
     for v in ds.variables.values():
@@ -185,9 +200,26 @@ def save_results(ds: xr.Dataset, path) -> None:
     ds.to_zarr(str(path), mode="w", consolidated=False)
 
 
+def _upgrade(ds: xr.Dataset, path) -> xr.Dataset:
+    """Bring a results Dataset of an older format to RESULTS_FORMAT (warns once when it changes anything)."""
+    fmt = int(ds.attrs.get("results_format", 1))
+    if fmt > RESULTS_FORMAT:
+        raise ValueError(f"{path}: results format {fmt} is newer than this hpcmix reads ({RESULTS_FORMAT}); "
+                         "upgrade hpcmix")
+    if fmt == 1 and "method" in ds.dims and "estimator" not in ds.dims:
+        ds = ds.rename({"method": "estimator"})
+        if isinstance(ds.attrs.get("estimator"), str) and "fit" not in ds.attrs:
+            ds.attrs["fit"] = ds.attrs.pop("estimator")  # format 1 kept the fit description under this name
+        warnings.warn(f"{path} is a results format 1 store: the dimension was renamed from 'method' to "
+                      f"'estimator' in hpcmix results format {RESULTS_FORMAT}, so ds.sel(estimator=...) now works; "
+                      "renamed on read (save_results writes the new format)", ResultsFormatWarning, stacklevel=3)
+    ds.attrs["results_format"] = RESULTS_FORMAT
+    return ds
+
+
 def open_results(path) -> xr.Dataset:
-    """Load a results store written by ``save_results`` into memory."""
-    ds = xr.open_zarr(str(path), consolidated=False).load()
-    for name in ("method", "smearing"):
+    """Load a results store written by ``save_results`` into memory (format-1 stores are upgraded on read)."""
+    ds = _upgrade(xr.open_zarr(str(path), consolidated=False).load(), path)
+    for name in ("estimator", "smearing"):
         ds = ds.assign_coords({name: np.array([str(v) for v in ds[name].values], dtype=object)})
     return ds

@@ -32,13 +32,13 @@ def _template_figures(ds: xr.Dataset, out: str, templates) -> list[str]:
         for (m, s), t in templates.items():
             tabs[(m, s)] = t.tabulate(512)
     elif "template_x" in ds:
-        for m in ds["method"].values:
+        for m in ds["estimator"].values:
             for s in ds["smearing"].values:
-                x = ds["template_x"].sel({"method": m, "smearing": s}).values
+                x = ds["template_x"].sel({"estimator": m, "smearing": s}).values
                 if np.isfinite(x).any():
                     keep = np.isfinite(x)
-                    tabs[(m, s)] = (x[keep], ds["template_p_a"].sel({"method": m, "smearing": s}).values[keep],
-                                    ds["template_p_h"].sel({"method": m, "smearing": s}).values[keep])
+                    tabs[(m, s)] = (x[keep], ds["template_p_a"].sel({"estimator": m, "smearing": s}).values[keep],
+                                    ds["template_p_h"].sel({"estimator": m, "smearing": s}).values[keep])
     for (m, s), (x, pa, ph) in tabs.items():
         fig, ax = plt.subplots(figsize=(5, 4))
         ax.plot(x, pa, label="A (CP-odd)")
@@ -59,15 +59,15 @@ def _template_figures(ds: xr.Dataset, out: str, templates) -> list[str]:
 def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
     paths = []
     for n in ds["n_events"].values:
-        for m in ds["method"].values:
+        for m in ds["estimator"].values:
             for s in ds["smearing"].values:
                 fig, ax = plt.subplots(figsize=(5.5, 4))
                 for a in ds["alpha"].values:
-                    x = ds["alpha_hat"].sel({"method": m, "smearing": s, "alpha": a, "n_events": n}).values
+                    x = ds["alpha_hat"].sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n}).values
                     x = x[np.isfinite(x)]
                     if x.size < 2:
                         continue
-                    c = summ.sel({"method": m, "smearing": s, "alpha": a, "n_events": n})
+                    c = summ.sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n})
                     mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
                     _, edges, patches = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
                     if np.isfinite(sig) and sig > 0:
@@ -89,9 +89,9 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
 def _lr_figure(ds: xr.Dataset, out: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     bins = np.linspace(0, 8, 41)
-    for m in ds["method"].values:
+    for m in ds["estimator"].values:
         for s in ds["smearing"].values:
-            lr = ds["lr_stat"].sel({"method": m, "smearing": s}).values.ravel()
+            lr = ds["lr_stat"].sel({"estimator": m, "smearing": s}).values.ravel()
             lr = lr[np.isfinite(lr)]
             if lr.size:
                 ax.hist(lr, bins=bins, density=True, histtype="step", label=f"{m}, {s}")
@@ -111,10 +111,10 @@ def _curve_figure(ds: xr.Dataset, out: str) -> list[str]:
     if "curve_alpha" not in ds:
         return []
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m in ds["method"].values:
+    for m in ds["estimator"].values:
         for s in ds["smearing"].values:
-            x = ds["curve_alpha"].sel({"method": m, "smearing": s}).values
-            y = ds["curve_m2dlnl"].sel({"method": m, "smearing": s}).values
+            x = ds["curve_alpha"].sel({"estimator": m, "smearing": s}).values
+            y = ds["curve_m2dlnl"].sel({"estimator": m, "smearing": s}).values
             keep = np.isfinite(x) & np.isfinite(y)
             if keep.any():
                 ax.plot(x[keep], y[keep], label=f"{m}, {s}")
@@ -133,7 +133,7 @@ def _curve_figure(ds: xr.Dataset, out: str) -> list[str]:
 def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: str = "gauss_sigma"):
     """Write the figures into folder ``out`` and return (table text, list of PNG paths).
 
-    ``templates``: optional {(method, smearing): MixtureTemplates}; else the tabulated
+    ``templates``: optional {(estimator, smearing): MixtureTemplates}; else the tabulated
     templates stored in the Dataset are drawn (if any).
     """
     out = os.fspath(out)

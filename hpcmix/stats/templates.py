@@ -20,10 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import integrate, signal, special
 
-from .. import config
 from .cramer_rao import fisher_information_on_grid
 
 __all__ = [
+    "ADAPTIVE_CLASSES",
+    "DEFAULT_ADAPTIVE",
+    "DEFAULT_BANDWIDTH",
+    "DEFAULT_GRID_SIZE",
+    "DEFAULT_LOGIT_CLIP",
+    "DEFAULT_POSITIVITY_GRID",
+    "DEFAULT_POSITIVITY_QUANTILE",
+    "DEFAULT_SPACE",
     "AnalyticTemplates",
     "KDETemplate",
     "KDETemplates",
@@ -35,6 +42,24 @@ __all__ = [
 ]
 
 TWO_PI = 2.0 * np.pi
+
+# Defaults of the template settings, equal to the package defaults in hpcmix.yaml (``templates:``).
+# This module reads no global settings: callers pass a study's settings as keyword arguments.
+DEFAULT_SPACE = "logit"            # logit | reflect
+DEFAULT_BANDWIDTH = "silverman"    # a positive number (estimation-space units), scott or silverman
+DEFAULT_ADAPTIVE = True            # Abramson adaptive kernels; False: one fixed bandwidth
+DEFAULT_GRID_SIZE = 8192           # FFT grid nodes
+DEFAULT_LOGIT_CLIP = 1e-7          # y is clipped to [clip, 1 - clip] before the logit
+DEFAULT_POSITIVITY_GRID = 20001    # nodes for the positivity limits of AnalyticTemplates
+DEFAULT_POSITIVITY_QUANTILE = 0.0  # KDE: apply p >= 0 between these quantiles of the template events
+
+
+def _given(name: str, value):
+    """``value``, refusing None: a setting left unset must not silently become a default here."""
+    if value is None:
+        raise TypeError(f"{name}=None: pass a value, or omit the argument for the package default "
+                        "(hpcmix.stats reads no global settings)")
+    return value
 
 
 def limits_from_ratio_range(r_min: float, r_max: float) -> tuple[float, float]:
@@ -186,6 +211,18 @@ class PhiStarTemplates(MixtureTemplates):
             s = np.sqrt(1.0 - (b / self.c) ** 2)
         out = 8 * np.pi * self.a**2 / (self.c * s * (1 + s))
         return np.where(np.abs(b) < self.c, out, np.inf)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """a, a_err, c, c_err, n_events as 0-d arrays; ``from_arrays`` rebuilds these templates exactly."""
+        return {"a": np.asarray(self.a, dtype=float), "a_err": np.asarray(self.a_err, dtype=float),
+                "c": np.asarray(self.c, dtype=float), "c_err": np.asarray(self.c_err, dtype=float),
+                "n_events": np.asarray(self.n_events, dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> PhiStarTemplates:
+        """The templates ``to_arrays`` returned (any mapping with its keys)."""
+        return cls(a=float(arrays["a"]), a_err=float(arrays["a_err"]), c=float(arrays["c"]),
+                   c_err=float(arrays["c_err"]), n_events=int(arrays["n_events"]))
 
 
 def fit_phi_star_templates(phi_star, is_a, *, tol: float = 1e-12, max_iter: int = 100) -> PhiStarTemplates:
@@ -357,7 +394,7 @@ def _adaptive_smooth(z: np.ndarray, lam: np.ndarray, h_nodes: float, g0: float, 
 class KDETemplate(Template):
     """Gaussian KDE of y in [0, 1] built once on an FFT grid and interpolated.
 
-    ``adaptive=True`` (default, ``templates.adaptive``): Abramson's adaptive KDE (as RooKeysPdf,
+    ``adaptive=True`` (default): Abramson's adaptive KDE (as RooKeysPdf,
     rho = 1, no mirroring). The fixed-bandwidth KDE is the pilot f; event i gets the width
     h_i = h lambda_i with lambda_i = sqrt(g / f(z_i)), g the geometric mean of f at the events,
     lambda clipped to ``ADAPTIVE_FACTOR_RANGE`` = [0.2, 5]: kernels narrow in the core and widen
@@ -373,29 +410,30 @@ class KDETemplate(Template):
     Use ``KDETemplates`` to build the A/H pair on one grid.
     """
 
-    def __init__(self, y, *, bandwidth=None, grid_size=None, space=None, clip=None, grid=None,
-                 adaptive=None, adaptive_classes=None):
+    def __init__(self, y, *, bandwidth=DEFAULT_BANDWIDTH, grid_size: int = DEFAULT_GRID_SIZE,
+                 space: str = DEFAULT_SPACE, clip: float = DEFAULT_LOGIT_CLIP, grid=None,
+                 adaptive: bool = DEFAULT_ADAPTIVE, adaptive_classes: int = ADAPTIVE_CLASSES):
         y = np.asarray(y, dtype=float).ravel()
         if y.size < 2:
             raise ValueError(f"need at least 2 values for a KDE template, got {y.size}")
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
             raise ValueError("KDE template values must be finite and inside [0, 1] (network outputs)")
-        self.space = config.get("templates.space", space)
+        self.space = _given("space", space)
         if self.space not in ("logit", "reflect"):
             raise ValueError(f"space must be 'logit' or 'reflect', got {self.space!r}")
-        self.clip = float(config.get("templates.logit_clip", clip))
-        self.adaptive = bool(config.get("templates.adaptive", adaptive))
-        n_classes = ADAPTIVE_CLASSES if adaptive_classes is None else int(adaptive_classes)
+        self.clip = float(_given("clip", clip))
+        self.adaptive = bool(_given("adaptive", adaptive))
+        n_classes = int(_given("adaptive_classes", adaptive_classes))
         if n_classes < 1:
             raise ValueError(f"adaptive_classes must be >= 1, got {adaptive_classes!r}")
-        grid_size = int(config.get("templates.grid_size", grid_size))
+        grid_size = int(_given("grid_size", grid_size))
         if grid_size < 16:
             raise ValueError(f"grid_size must be >= 16, got {grid_size}")
         self.lo, self.hi = 0.0, 1.0
         self.n_events = y.size
         self.data_range = (float(y.min()), float(y.max()))
         z = self.transform(y)
-        self.bandwidth = _bandwidth(z, config.get("templates.bandwidth", bandwidth))
+        self.bandwidth = _bandwidth(z, _given("bandwidth", bandwidth))
         if grid is None:
             grid = self.default_grid(z, self.bandwidth, grid_size, self.space, adaptive=self.adaptive)
         self.grid = np.asarray(grid, dtype=float)
@@ -424,6 +462,50 @@ class KDETemplate(Template):
             self.density = dens / (dens.sum() * dz)  # midpoint rule on cell centres
             self.mass_below = self.mass_above = 0.0
             self.cum = None
+
+    ARRAY_KEYS = ("density", "cum", "mass_below", "mass_above", "bandwidth", "n_events", "data_range",
+                  "factor_range", "pilot_geometric_mean")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The estimate as plain arrays, without its grid (``from_arrays`` takes it separately).
+
+        density: density of z at the grid nodes; cum (logit space only): its cumulative
+        distribution there, from mass_below at the first clip point; mass_below / mass_above:
+        probability in [0, clip] and [1 - clip, 1] (0 for reflect); the rest is provenance.
+        """
+        out = {"density": self.density, "mass_below": np.asarray(self.mass_below, dtype=float),
+               "mass_above": np.asarray(self.mass_above, dtype=float),
+               "bandwidth": np.asarray(self.bandwidth, dtype=float),
+               "n_events": np.asarray(self.n_events, dtype=np.int64),
+               "data_range": np.asarray(self.data_range, dtype=float),
+               "factor_range": np.asarray(self.factor_range, dtype=float),
+               "pilot_geometric_mean": np.asarray(self.pilot_geometric_mean, dtype=float)}
+        if self.cum is not None:
+            out["cum"] = self.cum
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, *, grid, space: str, clip: float, adaptive: bool) -> KDETemplate:
+        """The template ``to_arrays`` described, on ``grid``, without re-running the KDE."""
+        if space not in ("logit", "reflect"):
+            raise ValueError(f"space must be 'logit' or 'reflect', got {space!r}")
+        self = cls.__new__(cls)
+        self.space, self.clip, self.adaptive = space, float(clip), bool(adaptive)
+        self.lo, self.hi = 0.0, 1.0
+        self.grid = np.asarray(grid, dtype=float)
+        self.density = np.asarray(arrays["density"], dtype=float)
+        if self.density.shape != self.grid.shape:
+            raise ValueError(f"density has shape {self.density.shape}, the grid {self.grid.shape}")
+        self.cum = np.asarray(arrays["cum"], dtype=float) if space == "logit" else None
+        if self.cum is not None and self.cum.shape != self.grid.shape:
+            raise ValueError(f"cum has shape {self.cum.shape}, the grid {self.grid.shape}")
+        self.mass_below, self.mass_above = float(arrays["mass_below"]), float(arrays["mass_above"])
+        self.bandwidth = float(arrays["bandwidth"])
+        self.n_events = int(arrays["n_events"])
+        self.data_range = tuple(float(v) for v in arrays["data_range"])
+        self.factor_range = tuple(float(v) for v in arrays["factor_range"])
+        self.pilot_geometric_mean = float(arrays["pilot_geometric_mean"])
+        return self
 
     @staticmethod
     def default_grid(z, h, grid_size, space, adaptive=False) -> np.ndarray:
@@ -491,24 +573,27 @@ class KDETemplates(MixtureTemplates):
     the limits.
     """
 
-    def __init__(self, y, is_a, *, bandwidth=None, grid_size=None, space=None, clip=None,
-                 positivity_quantile=None, adaptive=None, adaptive_classes=None):
+    def __init__(self, y, is_a, *, bandwidth=DEFAULT_BANDWIDTH, grid_size: int = DEFAULT_GRID_SIZE,
+                 space: str = DEFAULT_SPACE, clip: float = DEFAULT_LOGIT_CLIP,
+                 positivity_quantile: float = DEFAULT_POSITIVITY_QUANTILE, adaptive: bool = DEFAULT_ADAPTIVE,
+                 adaptive_classes: int = ADAPTIVE_CLASSES):
         y = np.asarray(y, dtype=float).ravel()
         is_a = np.asarray(is_a, dtype=bool).ravel()
         if y.shape != is_a.shape:
             raise ValueError(f"y and is_a must have one length, got {y.shape} and {is_a.shape}")
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
             raise ValueError("KDE template values must be finite and inside [0, 1] (network outputs)")
-        q = float(config.get("templates.positivity_quantile", positivity_quantile))
+        q = float(_given("positivity_quantile", positivity_quantile))
         if not 0.0 <= q < 0.5:
             raise ValueError(f"positivity_quantile must be in [0, 0.5), got {q}")
         if is_a.all() or not is_a.any():
             raise ValueError("KDE templates need labelled events of both classes (is_a True and False)")
-        space = config.get("templates.space", space)
-        clip = float(config.get("templates.logit_clip", clip))
-        grid_size = int(config.get("templates.grid_size", grid_size))
-        bandwidth = config.get("templates.bandwidth", bandwidth)
-        adaptive = bool(config.get("templates.adaptive", adaptive))
+        space = _given("space", space)
+        clip = float(_given("clip", clip))
+        grid_size = int(_given("grid_size", grid_size))
+        bandwidth = _given("bandwidth", bandwidth)
+        adaptive = bool(_given("adaptive", adaptive))
+        adaptive_classes = int(_given("adaptive_classes", adaptive_classes))
         opts = dict(grid_size=grid_size, space=space, clip=clip, adaptive=adaptive, adaptive_classes=adaptive_classes)
         if space not in ("logit", "reflect"):
             raise ValueError(f"space must be 'logit' or 'reflect', got {space!r}")
@@ -524,6 +609,46 @@ class KDETemplates(MixtureTemplates):
         # (0: the full range they span, the paper's rule; > 0 ignores sparse outer tails)
         self.positivity_quantile = q
         self.positivity_range = tuple(float(v) for v in np.quantile(y, [q, 1.0 - q])) if q > 0 else self.data_range
+        # what made them (job-file names), for provenance and the stored templates
+        self.settings = {"space": space, "bandwidth": bandwidth if isinstance(bandwidth, str) else float(bandwidth),
+                         "adaptive": adaptive, "grid_size": grid_size, "logit_clip": clip,
+                         "positivity_quantile": q, "adaptive_classes": adaptive_classes}
+
+    def to_arrays(self, names=("h", "a")) -> dict[str, np.ndarray]:
+        """Plain arrays that ``from_arrays`` rebuilds these templates from, bit for bit.
+
+        Shared: grid, data_range, positivity_range; each template's ``KDETemplate.to_arrays``
+        entries as ``<key>_<name>``, ``names`` = (name of p_H, name of p_A).
+        """
+        out = {"grid": self.grid, "data_range": np.asarray(self.data_range, dtype=float),
+               "positivity_range": np.asarray(self.positivity_range, dtype=float)}
+        for name, tpl in zip(names, (self.template_h, self.template_a)):
+            out.update({f"{k}_{name}": v for k, v in tpl.to_arrays().items()})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, settings, names=("h", "a")) -> KDETemplates:
+        """The templates ``to_arrays(names)`` returned; ``settings`` as ``KDETemplates.settings``
+        (space, logit_clip, adaptive and positivity_quantile are used, the rest kept as provenance).
+        """
+        self = cls.__new__(cls)
+        space, clip, adaptive = settings["space"], float(settings["logit_clip"]), bool(settings["adaptive"])
+        grid = np.asarray(arrays["grid"], dtype=float)
+        pair = []
+        for n in names:
+            sub = {k: arrays[f"{k}_{n}"] for k in KDETemplate.ARRAY_KEYS if f"{k}_{n}" in arrays}
+            try:
+                pair.append(KDETemplate.from_arrays(sub, grid=grid, space=space, clip=clip, adaptive=adaptive))
+            except KeyError as err:
+                raise KeyError(f"{err.args[0]}_{n}") from None
+        self.template_h, self.template_a = pair
+        self.space, self.clip, self.grid, self.adaptive = space, clip, grid, adaptive
+        self.bandwidths = (self.template_a.bandwidth, self.template_h.bandwidth)
+        self.data_range = tuple(float(v) for v in arrays["data_range"])
+        self.positivity_quantile = float(settings["positivity_quantile"])
+        self.positivity_range = tuple(float(v) for v in arrays["positivity_range"])
+        self.settings = dict(settings)
+        return self
 
     @property
     def support(self):
@@ -600,13 +725,13 @@ class AnalyticTemplates(MixtureTemplates):
     Positivity limits and I(alpha) are evaluated on ``n_grid`` nodes (I by adaptive quadrature).
     """
 
-    def __init__(self, pdf_a, pdf_h, support=(0.0, 1.0), *, n_grid=None):
+    def __init__(self, pdf_a, pdf_h, support=(0.0, 1.0), *, n_grid: int = DEFAULT_POSITIVITY_GRID):
         lo, hi = map(float, support)
         if not hi > lo:
             raise ValueError(f"support must be (lo, hi) with hi > lo, got {support!r}")
         self.template_a = _FunctionTemplate(pdf_a, lo, hi)
         self.template_h = _FunctionTemplate(pdf_h, lo, hi)
-        self.n_grid = int(config.get("templates.positivity_grid", n_grid))
+        self.n_grid = int(_given("n_grid", n_grid))
 
     @property
     def support(self):

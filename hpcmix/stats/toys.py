@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import config
-
 __all__ = ["ToyDraw", "draw_toys", "toy_seed"]
 
 
@@ -28,14 +26,17 @@ def _words(value) -> list[int]:
     return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
 
 
-def toy_seed(study_seed=None, method="", smearing="", alpha=0.0, n_events=0, batch=0) -> np.random.Generator:
+def toy_seed(study_seed: int, method="", smearing="", alpha=0.0, n_events=0, batch=0) -> np.random.Generator:
     """Deterministic Generator for one batch of toys of one (method, smearing, alpha, N) cell.
 
     Built from a ``numpy.random.SeedSequence`` of all components, so cells and batches get
-    independent streams and rerunning any one batch reproduces it. ``study_seed`` defaults
-    to the config's ``hpcmix.seed``.
+    independent streams and rerunning any one batch reproduces it. ``study_seed`` (the study's
+    ``seed``) is required: this module reads no global settings.
     """
-    study_seed = int(config.get("seed", study_seed))
+    if study_seed is None:
+        raise TypeError("toy_seed needs the study seed (an integer, e.g. the job's seed); "
+                        "hpcmix.stats reads no global settings")
+    study_seed = int(study_seed)
     alpha = round(float(alpha), 12)  # 0.7 and 0.7000000000000001 are the same cell
     entropy = []
     for part in (study_seed, str(method), str(smearing), alpha, int(n_events), int(batch)):

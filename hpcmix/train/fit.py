@@ -156,23 +156,22 @@ def train_classifier(
     *,
     feature_names: Sequence[str],
     out_dir: str | os.PathLike,
-    settings: ClassifierSettings | None = None,
+    settings: ClassifierSettings,
     x_test: np.ndarray | None = None,
     y_test: np.ndarray | None = None,
     progress: bool = True,
 ) -> TrainingResult:
     """Train the classifier on ``x`` (n_events, n_features), labels ``y`` (0 = H, 1 = A).
 
-    ``settings`` ``None`` means ``ClassifierSettings.from_config()``.  The ROC
+    ``settings`` is the study's (``Study.classifier``, seed filled in).  The ROC
     AUC in ``metrics.json`` is computed on ``x_test``/``y_test`` when given
     (held-out events never seen in training), else on the validation events
     (held out from the gradient updates but used to pick the best epoch).
     ``progress`` prints one line per epoch and the device line.
     """
-    if settings is None:
-        settings = ClassifierSettings.from_config()
-    if settings.seed is None:  # a bare ClassifierSettings(): still reproducible
-        settings = settings.replace(seed=int(_config_seed()))
+    if settings.seed is None:
+        raise ValueError("settings.seed is None: give the classifier a seed (a study fills in its own), "
+                         "e.g. settings.replace(seed=1)")
     x, y, names = _check_inputs(x, y, feature_names)
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
@@ -308,7 +307,7 @@ def load_classifier(model_dir: str | os.PathLike, *, batch_size: int | None = No
     model = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE))
     standardiser = Standardiser.load(os.path.join(model_dir, STANDARDISER_FILE))
     if batch_size is None:
-        batch_size = ClassifierSettings.from_config().predict_batch_size
+        batch_size = ClassifierSettings().predict_batch_size
     return Classifier(model=model, standardiser=standardiser, batch_size=int(batch_size))
 
 
@@ -350,12 +349,6 @@ def _predict_raw(model: keras.Model, standardiser: Standardiser, x, batch_size: 
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
-def _config_seed() -> int:
-    from .. import config
-
-    return config.get("seed")
-
-
 def _say(progress: bool, message: str) -> None:
     log.info(message)
     if progress:

@@ -49,14 +49,14 @@ def _activation(settings: ClassifierSettings, index: int) -> keras.layers.Layer:
 def build_model(n_inputs: int, settings: ClassifierSettings | None = None) -> keras.Model:
     """The compiled classifier for ``n_inputs`` standardised features.
 
-    ``settings`` ``None`` means ``ClassifierSettings.from_config()`` (the paper's
+    ``settings`` ``None`` means ``ClassifierSettings()`` (the paper's
     network).  Layers are named ``dense_<i>``, ``batch_norm_<i>``,
     ``leaky_relu_<i>`` and ``dropout_<i>`` (i = 0, 1, ... over the hidden
     blocks; the output block is ``dense_out``, ``batch_norm_out`` and
     ``probabilities``).
     """
     if settings is None:
-        settings = ClassifierSettings.from_config()
+        settings = ClassifierSettings()
     if isinstance(n_inputs, bool) or int(n_inputs) != n_inputs or n_inputs < 1:
         raise ValueError(f"n_inputs must be a positive integer, got {n_inputs!r}")
     n_inputs = int(n_inputs)

@@ -1,10 +1,9 @@
 """Hyper-parameters of the H-vs-A classifier (paper section 3.3).
 
-Every field has the paper's value as its default (``hpcmix.yaml``, key
-``hpcmix.train``); where the paper is silent the reference code's value is
-used and the docstring says so.  ``ClassifierSettings.from_config(**kw)``
-resolves each field as keyword argument, else ``dask.config``
-(``hpcmix.train.<field>``), the dask-jobqueue way.
+Every field has the paper's value as its default (the same values as the
+package's ``hpcmix.yaml``, section ``classifier``); where the paper is silent
+the reference code's value is used and the docstring says so.  A study's
+settings are resolved once by :func:`hpcmix.study.resolve_study`.
 
 This module imports neither TensorFlow nor Keras.
 """
@@ -16,8 +15,6 @@ import math
 import numbers
 from dataclasses import dataclass
 from typing import Any
-
-from .. import config
 
 #: activations that ``build_model`` knows; ``leaky_relu`` uses ``leaky_relu_slope``
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "selu", "gelu", "silu", "tanh")
@@ -36,7 +33,7 @@ class ClassifierSettings:
     ``leaky_relu_slope`` 0.3 (Keras' default there), ``output_batch_norm``
     (a BatchNorm between the output Dense and the softmax), ``batch_size``
     264 and ``lr_min`` 1e-7.  ``seed`` ``None`` means the study seed
-    ``hpcmix.seed`` (``from_config`` fills it in).
+    (the study's resolution fills it in).
     """
 
     hidden_layers: tuple[int, ...] = (500, 1000, 100)
@@ -115,24 +112,6 @@ class ClassifierSettings:
                 object.__setattr__(self, f.name, float(v))
             elif isinstance(v, numbers.Integral) and not isinstance(v, bool):
                 object.__setattr__(self, f.name, int(v))
-
-    @classmethod
-    def from_config(cls, **overrides: Any) -> "ClassifierSettings":
-        """Each field from ``overrides`` if given (not None), else ``hpcmix.train.<field>``.
-
-        ``seed`` falls back further to the study seed ``hpcmix.seed``.
-        """
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise TypeError(f"unknown classifier settings {unknown}; known: {names}")
-        values: dict[str, Any] = {}
-        for name in names:
-            field_default = next(f.default for f in dataclasses.fields(cls) if f.name == name)
-            values[name] = config.get(f"train.{name}", overrides.get(name), default=field_default)
-        if values["seed"] is None:
-            values["seed"] = config.get("seed", default=None)
-        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples as lists)."""

@@ -1,0 +1,77 @@
+"""Toy batches -> the results Dataset: per-toy fits, Cramer-Rao bounds, templates, one example curve.
+
+Shared by ``hpcmix run`` and ``hpcmix toys``; reads only the stage artefacts
+(templates.npz, test_pool.npz, batch-*.npz), never a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+ESTIMATOR_ORDER = ("phi_star", "nn")
+SMEARING_ORDER = ("none", "detector")
+
+
+def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence, *, alphas, n_events,
+                   n_toys: int, seed: int, path: str, attrs: Mapping | None = None):
+    """Collect the toy batches of ``cells`` into the results Dataset, saved at ``path`` (Zarr).
+
+    ``template_dirs``: {(estimator, smearing): templates folder}; ``cells``: toys-stage cells
+    whose batch files are all written. Returns (the Dataset reopened from ``path``,
+    {(estimator, smearing): templates}).
+    """
+    from ..orchestrate.record import StageRecord
+    from ..orchestrate.stages.templates import load_pool
+    from ..stats.fitter import mixture_log_likelihood
+    from ..stats.toys import draw_toys, toy_seed
+    from ..store.artefacts import load_templates, load_toy_batch
+    from .dataset import ResultsBuilder, open_results, save_results
+
+    estimators = sorted({e for e, _ in template_dirs}, key=ESTIMATOR_ORDER.index)
+    smearings = sorted({s for _, s in template_dirs}, key=SMEARING_ORDER.index)
+    builder = ResultsBuilder(estimators=estimators, smearings=smearings, alphas=alphas, n_events=n_events,
+                             n_toys=n_toys, attrs=dict(attrs or {}))
+    templates = {}
+    for key, d in template_dirs.items():
+        templates[key] = load_templates(d)
+        builder.add_templates(*key, templates[key])
+    for c in cells:
+        t = templates[(c.estimator, c.smearing)]
+        bound = float(np.asarray(t.cramer_rao_bound(c.alpha, c.n_events)))
+        offset = 0
+        for b, n in enumerate(c.batches):
+            batch = load_toy_batch(c.batch_file(b))
+            builder.add(c.estimator, c.smearing, c.alpha, c.n_events, batch.fit, offset=offset, draw=batch.draw,
+                        cramer_rao=bound)
+            offset += n
+    # Fig. 6: -2 Delta lnL of one test set (the first toy of the middle cell), per estimator and smearing
+    alpha_grid = np.linspace(-0.5, 1.5, 401)
+    mid_alpha = alphas[len(alphas) // 2]
+    mid_n = n_events[len(n_events) // 2]
+    for (est, sm), d in template_dirs.items():
+        pool = load_pool(d)
+        zero, one = pool.components
+        draw = draw_toys(pool.size(one), pool.size(zero), alpha=mid_alpha, n_events=mid_n, n_toys=1,
+                         rng=toy_seed(seed, "example", "curve", mid_alpha, mid_n, 0))
+        lo, hi = StageRecord.read(d, stage="templates").info["positivity_limits"]
+        grid = alpha_grid[(alpha_grid >= lo) & (alpha_grid <= hi)]
+        lnl = mixture_log_likelihood(draw.gather(pool.density[(one, one)], pool.density[(one, zero)]),
+                                     draw.gather(pool.density[(zero, one)], pool.density[(zero, zero)]), grid)[0]
+        builder.add_curve(est, sm, grid, -2 * (lnl - lnl.max()), alpha=mid_alpha, n_events=mid_n)
+    save_results(builder.to_dataset(), path)
+    return open_results(path), templates
+
+
+def auc_table(records: Mapping[str, Mapping], *, smearing: str) -> str:
+    """ROC AUC per network-input set (the paper's feature-subset study), from the train records."""
+    if not records:
+        return ""
+    lines = [f"ROC AUC per network-input set (smearing: {smearing}; test split)",
+             "| inputs | n inputs | ROC AUC | epochs |", "|---|---|---|---|"]
+    for label, rec in records.items():
+        info = rec["info"]
+        lines.append(f"| {label} | {len(rec['settings']['network_inputs'])} | {info['roc_auc']:.4f} | "
+                     f"{info['epochs_run']} |")
+    return "\n".join(lines)

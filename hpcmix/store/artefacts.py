@@ -1,0 +1,379 @@
+"""Versioned stage artefacts as plain NumPy ``.npz`` files: templates and toy batches.
+
+Both files hold only numeric / boolean / string arrays (no pickled objects) and load with
+numpy alone::
+
+    import json, numpy as np
+    with np.load("templates/nn-detector/templates.npz", allow_pickle=False) as f:
+        meta = json.loads(f["meta"].item())
+        arrays = {k: f[k] for k in f.files}
+
+``meta`` is a 0-d unicode array holding a JSON object. Every file's meta has ``format`` (an
+integer, raised whenever the layout changes incompatibly), ``kind``, ``components`` (the two
+mixture components by name, e.g. ``["H", "A"]``: the first is the alpha = 0 component, the
+second the alpha = 1 one, p(x|alpha) = (1 - alpha) p_first + alpha p_second) and
+``hpcmix_version``. Per-component arrays end in ``_<name>``.
+
+templates.npz (``TEMPLATES_FORMAT`` = 1)
+-----------------------------------------
+meta: format, kind (``"phi_star"`` or ``"kde"``), components, ``densities`` ({name: array
+name of its density}), ``grid_variable`` (what ``grid`` is: ``"phi_star"``, ``"logit(y)"`` or
+``"y"``), ``settings`` (what made the templates), hpcmix_version.
+
+Arrays of both kinds:
+
+* ``grid`` (n,), ``density_<name>`` (n,): each component's density at the grid nodes, in
+  the grid variable.
+* ``support`` (2,): (lo, hi) of x. ``positivity_limits`` (2,): (alpha_min, alpha_max) keeping
+  p(x|alpha) >= 0 (may be -inf / inf).
+
+kind ``phi_star`` (x = phi* in [0, 2 pi)): the model is c - a cos x for the first (alpha = 0,
+by default H) component and c + a cos x for the second (A). 0-d arrays ``a``, ``a_err``, ``c``, ``c_err``, ``n_events``
+(labelled events the fit of a used); ``grid`` is 512 nodes on [0, 2 pi] for plots.
+
+kind ``kde`` (x = network output y in [0, 1]): ``density_<name>`` is the density of
+z = logit(clip(y, clip, 1 - clip)) (``grid_variable`` ``"logit(y)"``, settings ``space``
+``"logit"``) or of z = y (``"y"``, space ``"reflect"``) on an equally spaced grid; hpcmix
+interpolates linearly between nodes. So p(y) is::
+
+    logit: np.interp(np.log(y / (1 - y)), grid, density) / (y (1 - y))  for clip <= y <= 1 - clip,
+           mass_below / clip for y < clip, mass_above / clip for y > 1 - clip
+           (clip = settings["logit_clip"]; 0 outside the grid)
+    reflect: np.interp(y, grid, density)
+
+Per component also ``cum_<name>`` (logit only: the cumulative distribution at the nodes),
+``mass_below_<name>`` / ``mass_above_<name>`` (probability in [0, clip] and [1 - clip, 1]),
+``bandwidth_<name>`` (pilot kernel width in z), ``n_events_<name>``, ``data_range_<name>``,
+``factor_range_<name>`` (min, max adaptive width factor), ``pilot_geometric_mean_<name>``;
+shared ``data_range`` and ``positivity_range`` (the y range the positivity rule used).
+settings: space, bandwidth (rule or number), adaptive, grid_size, logit_clip,
+positivity_quantile, adaptive_classes.
+
+batch-NNNNN.npz (``TOY_BATCH_FORMAT`` = 1): one batch of fitted toys
+--------------------------------------------------------------------
+meta: format, kind ``"toy_batch"``, components, ``fit_fields`` (the per-toy array names),
+``uses`` ({name: array name}), ``n_toys``, hpcmix_version. Arrays: the per-toy fit results
+(n_toys,) ``alpha_hat``, ``sigma_hat``, ``interval_lo``, ``interval_hi``, ``lr_stat``,
+``converged``, ``at_limit``, ``interval_clipped``, ``n_events``, ``n_iter`` (see
+``hpcmix.stats.MixtureFit``); ``uses_<name>`` (pool size,): how many toys used each event of
+that component's test pool; ``max_uses`` (0-d) and ``note`` (0-d string: the reuse summary).
+
+Files are written atomically (a temporary name, then ``os.replace``). Readers refuse, with
+``ArtefactFormatError``, the pickles older hpcmix versions wrote (``templates.pkl``,
+``batch-*.pkl``), files of another format number, and missing or malformed meta.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .. import __version__
+
+if TYPE_CHECKING:  # hpcmix.stats (scipy) is imported on first use: the event store does not need it
+    from ..stats.fitter import MixtureFit
+
+__all__ = [
+    "TEMPLATES_FILE",
+    "TEMPLATES_FORMAT",
+    "TOY_BATCH_FORMAT",
+    "ArtefactFormatError",
+    "PoolUses",
+    "ToyBatch",
+    "load_templates",
+    "load_toy_batch",
+    "read_meta",
+    "save_templates",
+    "save_toy_batch",
+]
+
+TEMPLATES_FORMAT = 1
+TOY_BATCH_FORMAT = 1
+TEMPLATES_FILE = "templates.npz"
+_OLD_TEMPLATES_FILE = "templates.pkl"
+_PHI_STAR_TABLE_POINTS = 512
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_RERUN = {"templates": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)",
+          "toy_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)"}
+_FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT}
+_KINDS = {"templates": ("phi_star", "kde"), "toy_batch": ("toy_batch",)}
+
+
+class ArtefactFormatError(ValueError):
+    """A stage artefact this hpcmix does not read: an old pickle, another format, or bad meta."""
+
+
+@dataclass(frozen=True, eq=False)
+class PoolUses:
+    """How many toys of a batch used each test-pool event, per component (first: alpha = 0)."""
+
+    uses: dict[str, np.ndarray]
+    max_uses: int
+
+    @property
+    def components(self) -> tuple[str, str]:
+        return tuple(self.uses)
+
+    @property
+    def uses_h(self) -> np.ndarray:
+        """Uses of the alpha = 0 component's pool events (p_H)."""
+        return self.uses[self.components[0]]
+
+    @property
+    def uses_a(self) -> np.ndarray:
+        """Uses of the alpha = 1 component's pool events (p_A)."""
+        return self.uses[self.components[1]]
+
+
+@dataclass(frozen=True, eq=False)
+class ToyBatch:
+    """One stored batch of toys: the fit results, the pool reuse counts and the reuse note."""
+
+    fit: MixtureFit
+    draw: PoolUses
+    note: str
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _fit_fields() -> tuple[str, ...]:
+    from ..stats.fitter import MixtureFit
+
+    return tuple(f.name for f in fields(MixtureFit))
+
+
+def _components(components) -> tuple[str, str]:
+    names = tuple(components)
+    if len(names) != 2 or len(set(names)) != 2 or not all(isinstance(n, str) and _NAME.match(n) for n in names):
+        raise ValueError(f"components must be two distinct names of letters, digits and underscores "
+                         f"(alpha = 0 component first), got {components!r}")
+    return names
+
+
+def _meta(kind: str, fmt: int, components, **more) -> np.ndarray:
+    meta = {"format": fmt, "kind": kind, "components": list(components), **more, "hpcmix_version": __version__}
+    return np.array(json.dumps(meta, allow_nan=False, sort_keys=False))
+
+
+def _write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> str:
+    """Write ``arrays`` to ``path`` via a temporary file in the same folder and os.replace."""
+    path = os.fspath(path)
+    for k, v in arrays.items():
+        if np.asarray(v).dtype.hasobject:
+            raise TypeError(f"array {k!r} holds Python objects; artefacts hold plain arrays only")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def save_templates(folder, templates, *, components=("H", "A")) -> str:
+    """Write ``templates`` (PhiStarTemplates or KDETemplates) to ``folder/templates.npz``; returns its path.
+
+    ``components``: (name of p_H, name of p_A), i.e. the alpha = 0 component first.
+    """
+    from ..stats.templates import KDETemplates, PhiStarTemplates
+
+    names = _components(components)
+    if isinstance(templates, PhiStarTemplates):
+        kind, grid_variable, settings = "phi_star", "phi_star", {}
+        arrays = templates.to_arrays()
+        grid = np.linspace(*templates.support, _PHI_STAR_TABLE_POINTS)
+        p_a, p_h = templates.densities(grid)
+        arrays.update({"grid": grid, f"density_{names[0]}": p_h, f"density_{names[1]}": p_a})
+    elif isinstance(templates, KDETemplates):
+        kind, settings = "kde", dict(templates.settings)
+        grid_variable = "logit(y)" if templates.space == "logit" else "y"
+        arrays = templates.to_arrays(names)
+    else:
+        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarTemplates "
+                        "or KDETemplates")
+    arrays["support"] = np.asarray(templates.support, dtype=float)
+    arrays["positivity_limits"] = np.asarray(templates.positivity_limits(), dtype=float)
+    arrays["meta"] = _meta(kind, TEMPLATES_FORMAT, names, densities={n: f"density_{n}" for n in names},
+                           grid_variable=grid_variable, settings=settings)
+    os.makedirs(folder, exist_ok=True)
+    return _write_npz(os.path.join(folder, TEMPLATES_FILE), arrays)
+
+
+def save_toy_batch(path, fit: MixtureFit, *, uses: Mapping[str, np.ndarray], max_uses: int, note: str) -> str:
+    """Write one batch of fitted toys to ``path`` (``batch-NNNNN.npz``); returns the path.
+
+    ``uses``: {component name: uses per pool event}, the alpha = 0 component first
+    (e.g. ``{"H": draw.uses_h, "A": draw.uses_a}``).
+    """
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"toy batch files end in .npz, got {path!r}")
+    names = _components(list(uses))
+    fit_fields = _fit_fields()
+    arrays = {k: np.asarray(getattr(fit, k)) for k in fit_fields}
+    n_toys = arrays["alpha_hat"].shape[0]
+    bad = [k for k, v in arrays.items() if v.shape != (n_toys,)]
+    if bad:
+        raise ValueError(f"fit arrays {bad} do not have the shape ({n_toys},) of alpha_hat")
+    arrays.update({f"uses_{n}": np.asarray(uses[n]) for n in names})
+    arrays["max_uses"] = np.asarray(int(max_uses), dtype=np.int64)
+    arrays["note"] = np.array(str(note))
+    arrays["meta"] = _meta("toy_batch", TOY_BATCH_FORMAT, names, fit_fields=list(fit_fields),
+                           uses={n: f"uses_{n}" for n in names}, n_toys=int(n_toys))
+    return _write_npz(path, arrays)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _old_pickle(path: str, what: str) -> ArtefactFormatError:
+    return ArtefactFormatError(f"{path} was made by an older hpcmix: pickles are not read any more; "
+                               f"{_RERUN[what]}")
+
+
+def _read(path: str, what: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) of an artefact of ``what`` ('templates' or 'toy_batch'), checked."""
+    arrays = _load_npz(path, f"; {_RERUN[what]}")
+    meta = _parse_meta(path, arrays.pop("meta", None), what)
+    return meta, arrays
+
+
+def _load_npz(path: str, hint: str = "") -> dict[str, np.ndarray]:
+    """Every array of the .npz at ``path``, read without unpickling anything."""
+    try:
+        f = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as err:
+        raise ArtefactFormatError(f"{path} is not a readable hpcmix .npz artefact ({err}){hint}") from err
+    if not isinstance(f, np.lib.npyio.NpzFile):  # a plain .npy gives one array
+        raise ArtefactFormatError(f"{path} is not an .npz archive{hint}")
+    try:
+        with f:
+            return {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError) as err:  # e.g. an object array inside
+        raise ArtefactFormatError(f"{path} is not a readable hpcmix .npz artefact ({err}){hint}") from err
+
+
+def _parse_meta(path: str, raw, what: str) -> dict:
+    if raw is None:
+        raise ArtefactFormatError(f"{path} has no meta entry, so it is no hpcmix artefact; {_RERUN[what]}")
+    if raw.shape != () or raw.dtype.kind != "U":
+        raise ArtefactFormatError(f"{path}: malformed meta (need a 0-d string array of JSON, got dtype "
+                                  f"{raw.dtype} shape {raw.shape}); {_RERUN[what]}")
+    try:
+        meta = json.loads(raw.item())
+    except json.JSONDecodeError as err:
+        raise ArtefactFormatError(f"{path}: malformed meta, not JSON ({err}); {_RERUN[what]}") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("format"), int) or isinstance(meta["format"], bool):
+        raise ArtefactFormatError(f"{path}: malformed meta, no integer 'format'; {_RERUN[what]}")
+    label = "templates" if what == "templates" else "toy batch"
+    kinds = _KINDS[what]
+    wrong_kind = ArtefactFormatError(f"{path}: meta kind {meta.get('kind')!r} is not a {label} file "
+                                     f"(expected {' or '.join(kinds)})")
+    if any(meta.get("kind") in k for w, k in _KINDS.items() if w != what):
+        raise wrong_kind  # another stage's artefact, whatever its format number
+    want = _FORMATS[what]
+    if meta["format"] != want:
+        if meta["format"] > want:
+            hint = "it was made by a newer hpcmix; upgrade hpcmix to read it"
+        else:
+            hint = f"it was made by an older hpcmix; {_RERUN[what]}"
+        raise ArtefactFormatError(f"{path} has {label} format {meta['format']}, but hpcmix {__version__} "
+                                  f"reads {label} format {want}: {hint}")
+    if meta.get("kind") not in kinds:
+        raise wrong_kind
+    try:
+        meta["components"] = _components(meta.get("components", ()))
+    except ValueError as err:
+        raise ArtefactFormatError(f"{path}: malformed meta components ({err}); {_RERUN[what]}") from None
+    return meta
+
+
+def read_meta(path) -> dict:
+    """The meta of any hpcmix .npz artefact, parsed from JSON (not checked against this hpcmix)."""
+    raw = _load_npz(os.fspath(path)).get("meta")
+    if raw is None or raw.shape != () or raw.dtype.kind != "U":
+        raise ArtefactFormatError(f"{path} has no meta entry (a 0-d string array), so it is no hpcmix artefact")
+    try:
+        return json.loads(raw.item())
+    except json.JSONDecodeError as err:
+        raise ArtefactFormatError(f"{path}: malformed meta, not JSON ({err})") from err
+
+
+def load_templates(folder):
+    """The templates ``save_templates`` wrote to ``folder`` (or to the .npz file ``folder``).
+
+    Returns a PhiStarTemplates or KDETemplates equal in every density, limit and bound to the
+    saved object. Raises ArtefactFormatError for a folder with only an old ``templates.pkl``.
+    """
+    folder = os.fspath(folder)
+    if folder.endswith(".pkl"):
+        raise _old_pickle(folder, "templates")
+    path = folder if folder.endswith(".npz") else os.path.join(folder, TEMPLATES_FILE)
+    if not os.path.exists(path):
+        old = os.path.join(os.path.dirname(path), _OLD_TEMPLATES_FILE)
+        if os.path.exists(old):
+            raise _old_pickle(old, "templates")
+        raise FileNotFoundError(f"no {TEMPLATES_FILE} in {os.path.dirname(path) or '.'}: run the templates stage")
+    from ..stats.templates import KDETemplates, PhiStarTemplates
+
+    meta, arrays = _read(path, "templates")
+    h, a = meta["components"]
+    try:
+        if meta["kind"] == "phi_star":
+            return PhiStarTemplates.from_arrays(arrays)
+        settings = meta.get("settings")
+        if not isinstance(settings, dict):
+            raise KeyError("settings")
+        return KDETemplates.from_arrays(arrays, settings, names=(h, a))
+    except KeyError as err:
+        raise ArtefactFormatError(f"{path}: {err.args[0]!r} missing for {meta['kind']} templates "
+                                  f"(format {meta['format']}); {_RERUN['templates']}") from None
+    except (TypeError, ValueError) as err:
+        raise ArtefactFormatError(f"{path}: malformed {meta['kind']} templates ({err}); "
+                                  f"{_RERUN['templates']}") from None
+
+
+def load_toy_batch(path) -> ToyBatch:
+    """The batch ``save_toy_batch`` wrote: ``.fit`` (MixtureFit), ``.draw`` (PoolUses), ``.note``.
+
+    Raises ArtefactFormatError for an old ``batch-*.pkl`` (also when ``path`` names the .npz and
+    only the .pkl of that batch exists).
+    """
+    path = os.fspath(path)
+    if path.endswith(".pkl"):
+        raise _old_pickle(path, "toy_batch")
+    if not os.path.exists(path) and path.endswith(".npz") and os.path.exists(path[:-4] + ".pkl"):
+        raise _old_pickle(path[:-4] + ".pkl", "toy_batch")
+    from ..stats.fitter import MixtureFit
+
+    meta, arrays = _read(path, "toy_batch")
+    names = meta["components"]
+    fit_fields = _fit_fields()
+    need = [*fit_fields, *(f"uses_{n}" for n in names), "max_uses", "note"]
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise ArtefactFormatError(f"{path}: arrays {missing} missing for a toy batch (format {meta['format']}); "
+                                  f"{_RERUN['toy_batch']}")
+    n_toys = arrays["alpha_hat"].shape
+    if len(n_toys) != 1 or any(arrays[k].shape != n_toys for k in fit_fields) or arrays["note"].dtype.kind != "U":
+        raise ArtefactFormatError(f"{path}: malformed toy batch (per-toy arrays of unequal shapes or no "
+                                  f"string note); {_RERUN['toy_batch']}")
+    fit = MixtureFit(**{k: arrays[k] for k in fit_fields})
+    draw = PoolUses(uses={n: arrays[f"uses_{n}"] for n in names}, max_uses=int(arrays["max_uses"]))
+    return ToyBatch(fit=fit, draw=draw, note=str(arrays["note"].item()))

@@ -1,0 +1,153 @@
+"""The resolved study: one frozen object holding every setting every stage uses.
+
+Built only by :func:`hpcmix.study.resolve_study` (defaults < dask config < job
+file < command line); stages receive it, or the slice they need, as arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ..physics.selection import SelectionCuts
+from ..train.settings import ClassifierSettings
+
+#: smearing variant name -> whether features are taken after detector smearing
+SMEARED = MappingProxyType({"none": False, "detector": True})
+ESTIMATORS = ("phi_star", "nn")
+SPLITS = ("train", "template", "test")
+
+
+def _frozen(value: Any) -> Any:
+    """Read-only view of nested JSON-like data (dicts -> MappingProxyType, lists -> tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data (dicts, lists, numbers, strings) from settings objects."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if hasattr(value, "to_dict"):
+            return to_jsonable(value.to_dict())
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ParameterOfInterest:
+    """``name`` = f(fraction_of) / sum of f(among): the fraction of one component among some."""
+
+    name: str
+    fraction_of: str
+    among: tuple[str, ...]
+
+    @property
+    def other(self) -> tuple[str, ...]:
+        """The components in ``among`` besides ``fraction_of``."""
+        return tuple(c for c in self.among if c != self.fraction_of)
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    profile: str                       # full | fast
+    chunk_size: int                    # selected events per task
+    max_tries_factor: int
+    events: Mapping[str, int]          # split -> selected events per component
+
+
+@dataclass(frozen=True)
+class SmearingSettings:
+    variants: tuple[str, ...]          # feature sets studied: none, detector
+    charged_pion: Mapping[str, float]  # sigma_theta (rad), sigma_e_rel
+    neutral_pion: Mapping[str, float]
+
+    def widths(self) -> dict[str, float]:
+        """The keyword arguments of :func:`hpcmix.physics.smearing.smear_pions`."""
+        return {f"{kind}_{what}": float(getattr(self, f"{kind}_pion")[what])
+                for kind in ("charged", "neutral") for what in ("sigma_theta", "sigma_e_rel")}
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    space: str
+    bandwidth: str | float
+    adaptive: bool
+    grid_size: int
+    logit_clip: float
+    positivity_grid: int
+    positivity_quantile: float
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    estimators: tuple[str, ...]
+    alpha: tuple[float, ...]
+    n_events: tuple[int, ...]
+    n_toys: int
+    batch_size: int
+
+    @property
+    def batch_sizes(self) -> tuple[int, ...]:
+        """Toys per task: full batches and one remainder."""
+        n, b = self.n_toys, self.batch_size
+        return tuple([b] * (n // b) + ([n % b] if n % b else []))
+
+
+@dataclass(frozen=True)
+class AUCStudy:
+    """The paper's feature-subset study: one classifier per network-input set."""
+
+    sets: tuple[tuple[str, tuple[str, ...]], ...]   # (label, network inputs)
+    smearing: str
+    classifier: ClassifierSettings
+
+
+@dataclass(frozen=True)
+class Study:
+    """Every setting of a study, fully resolved; what a stage computes depends on nothing else."""
+
+    name: str
+    description: str
+    source: str                        # the job file, or "<command line>"
+    output: str
+    seed: int
+    components: tuple[str, ...]
+    poi: ParameterOfInterest
+    processes: Mapping[str, Any]       # job-defined process definitions
+    generate: GenerateSettings
+    selection: SelectionCuts
+    smearing: SmearingSettings
+    network_inputs: tuple[str, ...]
+    classifier: ClassifierSettings
+    templates: TemplateSettings
+    toys: ToySettings
+    auc_study: AUCStudy | None
+    estimates: Mapping[str, Any]
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        """(alpha = 0 component, alpha = 1 component) of a two-component study."""
+        return (self.poi.other[0], self.poi.fraction_of)
+
+    def to_json(self) -> dict[str, Any]:
+        d = to_jsonable(self)
+        d.pop("source")
+        return json.loads(json.dumps(d))
+
+    def replace(self, **changes: Any) -> "Study":
+        return dataclasses.replace(self, **changes)
+
+
+__all__ = ["AUCStudy", "ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
+           "SmearingSettings", "Study", "TemplateSettings", "ToySettings", "to_jsonable", "_frozen"]

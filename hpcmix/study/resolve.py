@@ -1,0 +1,359 @@
+"""Resolve a study once, on the client: package defaults < dask config < job file < command line.
+
+The four layers share one key layout (the package's ``hpcmix.yaml``); a later
+layer's value wins, an explicit ``null`` included. Every field is checked where it
+was given (the job file's errors name the job file, ``--set``'s name ``--set``)
+and again once merged, before any cluster starts. Nothing downstream reads config.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
+from .model import (ESTIMATORS, SMEARED, SPLITS, AUCStudy, GenerateSettings, ParameterOfInterest,
+                    SmearingSettings, Study, TemplateSettings, ToySettings, _frozen)
+
+COMMAND_LINE = "<command line>"
+
+
+# -- the schema: one table per section, shared by every layer ------------------------------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _distinct_list(item_ok):
+    return lambda v: (isinstance(v, list) and len(v) > 0 and len(set(map(repr, v))) == len(v)
+                      and all(item_ok(x) for x in v))
+
+
+def _is_features(v: Any) -> bool:
+    return is_str(v) or (isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) for x in v))
+
+
+def _is_events(v: Any) -> bool:
+    return (isinstance(v, Mapping) and set(v) == set(SPLITS) and all(is_int(n, 1) for n in v.values()))
+
+
+_is_mapping = lambda v: isinstance(v, Mapping)  # noqa: E731
+
+TOP_FIELDS = {
+    "name": Field(is_str, "a non-empty string", default=None),
+    "description": Field(lambda v: isinstance(v, str), "a string", default=""),
+    "output": Field(optional(is_str), "a folder path (default hpcmix-output/<name>)", default=None),
+    "seed": Field(lambda v: is_int(v, 0) and v < 2**63, "an integer in [0, 2^63)", default=None),
+    "components": Field(_distinct_list(is_str), "a list of distinct process names, at least two", default=None),
+    "poi": Field(_is_mapping, "a mapping (name, fraction_of, among)", default=None),
+    "processes": Field(_is_mapping, "a mapping of process definitions", default=None),
+    "generate": Field(_is_mapping, "a mapping (profile, chunk_size, max_tries_factor, events)", default=None),
+    "selection": Field(_is_mapping, "a mapping of selection cuts", default=None),
+    "smearing": Field(_is_mapping, "a mapping (variants, charged_pion, neutral_pion) or a list of variants",
+                      default=None),
+    "features": Field(_is_mapping, "a mapping (network_inputs), a named input set or a list of feature names",
+                      default=None),
+    "classifier": Field(_is_mapping, "a mapping of classifier settings", default=None),
+    "templates": Field(_is_mapping, "a mapping of template settings", default=None),
+    "toys": Field(_is_mapping, "a mapping (estimators, alpha, n_events, n_toys, batch_size)", default=None),
+    "auc_study": Field(lambda v: v is None or isinstance(v, Mapping), "a mapping (sets, smearing, classifier) or null",
+                       default=None),
+    "estimates": Field(_is_mapping, "a mapping of measured rates (hpcmix.yaml)", default=None),
+}
+POI_FIELDS = {
+    "name": Field(is_str, "a non-empty string (the results' name for it)"),
+    "fraction_of": Field(is_str, "a component name"),
+    "among": Field(_distinct_list(is_str), "a list of two distinct component names"),
+}
+GENERATE_FIELDS = {
+    "profile": Field(lambda v: v in ("full", "fast"), "'full' or 'fast'"),
+    "chunk_size": Field(lambda v: is_int(v, 1), "an integer >= 1 (selected events per task)"),
+    "max_tries_factor": Field(lambda v: is_int(v, 1), "an integer >= 1"),
+    "events": Field(_is_events, "a mapping train/template/test -> integer >= 1 (selected events per component)"),
+}
+_PION_FIELDS = {
+    "sigma_theta": Field(lambda v: _is_number(v) and v >= 0, "a number >= 0 (rad)"),
+    "sigma_e_rel": Field(lambda v: _is_number(v) and v >= 0, "a number >= 0 (sigma_E / E)"),
+}
+SMEARING_FIELDS = {
+    "variants": Field(_distinct_list(lambda v: v in SMEARED), f"a non-empty list from {list(SMEARED)}"),
+    "charged_pion": Field(_is_mapping, "a mapping (sigma_theta, sigma_e_rel)"),
+    "neutral_pion": Field(_is_mapping, "a mapping (sigma_theta, sigma_e_rel)"),
+}
+FEATURE_FIELDS = {"network_inputs": Field(_is_features, "a named input set or a list of feature names")}
+TEMPLATE_FIELDS = {
+    "space": Field(lambda v: v in ("logit", "reflect"), "'logit' or 'reflect'"),
+    "bandwidth": Field(lambda v: v in ("scott", "silverman") or is_positive_number(v),
+                       "'scott', 'silverman' or a number > 0 (estimation-space units)"),
+    "adaptive": Field(lambda v: isinstance(v, bool), "true (Abramson adaptive kernels) or false"),
+    "grid_size": Field(lambda v: is_int(v, 64), "an integer >= 64"),
+    "logit_clip": Field(lambda v: is_positive_number(v) and v < 0.5, "a number in (0, 0.5)"),
+    "positivity_grid": Field(lambda v: is_int(v, 101), "an integer >= 101"),
+    "positivity_quantile": Field(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
+}
+TOYS_FIELDS = {
+    "estimators": Field(_distinct_list(lambda v: v in ESTIMATORS), f"a non-empty list from {list(ESTIMATORS)}"),
+    "alpha": Field(_distinct_list(lambda v: _is_number(v) and 0 <= v <= 1),
+                   "a non-empty list of distinct numbers in [0, 1]"),
+    "n_events": Field(_distinct_list(lambda v: is_int(v, 1)),
+                      "a non-empty list of distinct integers >= 1 (events per test set)"),
+    "n_toys": Field(lambda v: is_int(v, 1), "an integer >= 1 (test sets per cell)"),
+    "batch_size": Field(lambda v: is_int(v, 1), "an integer >= 1 (toys per task)"),
+}
+AUC_STUDY_FIELDS = {
+    "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
+                  "a non-empty list of network-input sets (names or lists of feature names)"),
+    "smearing": Field(lambda v: v in SMEARED, f"one of {list(SMEARED)}", default="none"),
+    "classifier": Field(_is_mapping, "a mapping of classifier settings", default={}),
+}
+#: sections checked field by field (the others: classifier, selection, estimates, processes
+#: are checked by the objects they build)
+SECTIONS = {"poi": POI_FIELDS, "generate": GENERATE_FIELDS, "smearing": SMEARING_FIELDS,
+            "features": FEATURE_FIELDS, "templates": TEMPLATE_FIELDS, "toys": TOYS_FIELDS}
+#: old job-file names still read, with their new place
+RENAMED = {("samples",): ("components",), ("toys", "methods"): ("toys", "estimators")}
+
+
+# -- layers ----------------------------------------------------------------------------------
+def merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, anything else in ``over`` (``None`` included) replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def normalise_layer(raw: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """One layer in the canonical layout: renamed keys moved, shorthands expanded, fields checked."""
+    data = dict(raw)
+    for old, new in RENAMED.items():
+        holder = data if len(old) == 1 else data.get(old[0])
+        if isinstance(holder, Mapping) and old[-1] in holder:
+            holder = data if len(old) == 1 else dict(holder)
+            if new[-1] in holder:
+                raise ConfigError(f"{source}: '{'.'.join(old)}' is the old name of '{'.'.join(new)}'; give one of them")
+            holder[new[-1]] = holder.pop(old[-1])
+            if len(old) > 1:
+                data[old[0]] = holder
+    # shorthands a job file may use: `smearing: [none, detector]`, `features: reference25`
+    if isinstance(data.get("smearing"), list):
+        data["smearing"] = {"variants": data["smearing"]}
+    if "features" in data and not isinstance(data["features"], Mapping):
+        data["features"] = {"network_inputs": data["features"]}
+    check_section(data, TOP_FIELDS, source=source, require=False)
+    for name, fields in SECTIONS.items():
+        if data.get(name) is not None:
+            check_section(data[name], fields, source=source, prefix=f"{name}.", require=False)
+    for pion in ("charged_pion", "neutral_pion"):
+        section = (data.get("smearing") or {}).get(pion)
+        if section is not None:
+            check_section(section, _PION_FIELDS, source=source, prefix=f"smearing.{pion}.", require=False)
+    if data.get("auc_study") is not None:
+        check_section(data["auc_study"], AUC_STUDY_FIELDS, source=source, prefix="auc_study.", require=False)
+    if data.get("classifier") is not None:
+        _classifier(data["classifier"], source=source)
+    if data.get("selection") is not None:
+        _check_keys(data["selection"], _selection_keys(), source=source, prefix="selection.")
+    return {k: v for k, v in data.items() if not (v is None and k in ("name",))}
+
+
+def parse_sets(pairs: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
+    """``("toys.n_toys=100", "classifier.hidden_layers=[64, 64]")`` -> a nested layer (values read as YAML)."""
+    layer: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"{source}: {pair!r}: write SECTION.KEY=VALUE, e.g. toys.n_toys=100")
+        key, text = (s.strip() for s in pair.split("=", 1))
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            value = text
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"{source}: {key!r} is not a dotted key such as toys.n_toys")
+        node = layer
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key!r} sets a field inside {p!r}, which is also given a value")
+        node[parts[-1]] = value
+    return layer
+
+
+def read_job_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw mapping of a job file; errors name the file."""
+    source = os.fspath(path)
+    try:
+        with open(source) as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: no such job file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{source}: is a folder, not a job file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a job file is a mapping of fields (name, generate, toys, ...), "
+                          f"got {type(raw).__name__}")
+    if "name" not in raw:
+        raise ConfigError(f"{source}: missing required field 'name' (a non-empty string)")
+    return raw
+
+
+# -- the resolved study ----------------------------------------------------------------------
+def resolve_study(job: Mapping[str, Any] | None = None, *, source: str = COMMAND_LINE,
+                  sets: Sequence[str] = (), overrides: Mapping[str, Any] | None = None,
+                  base: Mapping[str, Any] | None = None, mixture: bool = True) -> Study:
+    """The study from every layer: ``base`` (default: package defaults + dask config) < ``job`` <
+    ``overrides`` (a nested mapping, e.g. from CLI options) < ``sets`` (``--set KEY=VALUE``).
+
+    ``mixture=False`` (``hpcmix generate``) allows a single component and a parameter of
+    interest not among the components: an event store need not be a mixture.
+    """
+    from .. import config
+
+    tree = dict(base) if base is not None else config.tree()
+    tree = normalise_layer(tree, source="hpcmix config (package defaults < dask config)")
+    layers = [(job or {}, source), (overrides or {}, "command-line options"), (parse_sets(sets), "--set")]
+    for layer, where in layers:
+        tree = merge(tree, normalise_layer(layer, source=where))
+    where = f"settings resolved from defaults, dask config, {source} and the command line"
+    return build_study(tree, source=source, where=where, mixture=mixture)
+
+
+def load_study(path: str | os.PathLike, *, sets: Sequence[str] = (),
+               overrides: Mapping[str, Any] | None = None) -> Study:
+    """Read, validate and resolve a job file (with optional command-line layers)."""
+    return resolve_study(read_job_file(path), source=os.fspath(path), sets=sets, overrides=overrides)
+
+
+def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bool = True) -> Study:
+    """Check the merged tree as a whole and freeze it into a :class:`Study`."""
+    from ..generate.processes import load_catalogue
+    from ..physics.features import network_inputs
+    from ..physics.selection import SelectionCuts
+
+    t = {k: tree.get(k) for k in TOP_FIELDS}
+    for name, fields in SECTIONS.items():
+        t[name] = check_section(t[name] or {}, fields, source=where, prefix=f"{name}.")
+    for pion in ("charged_pion", "neutral_pion"):
+        check_section(t["smearing"][pion], _PION_FIELDS, source=where, prefix=f"smearing.{pion}.")
+    name = t["name"] or "hpcmix"
+    components = tuple(t["components"])
+    if mixture:
+        if len(components) < 2:
+            raise ConfigError(f"{where}: 'components' needs at least two processes to mix, got {list(components)}")
+        poi = _poi(t["poi"], components, where=where)
+    else:
+        poi = ParameterOfInterest(name=t["poi"]["name"], fraction_of=components[-1], among=components)
+    try:
+        catalogue = load_catalogue(t["processes"] or {}, source=source)
+        for c in components:
+            catalogue.get(c)
+    except ValueError as err:
+        raise ConfigError(f"{source}: components/processes: {err}") from None
+    try:
+        inputs = tuple(network_inputs(t["features"]["network_inputs"]))
+    except ValueError as err:
+        raise ConfigError(f"{where}: field 'features.network_inputs': {err}") from None
+    _check_keys(t["selection"], _selection_keys(), source=where, prefix="selection.")
+    try:
+        cuts = SelectionCuts(**t["selection"])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: selection: {err}") from None
+    seed = int(t["seed"])
+    classifier = _classifier({**t["classifier"], "seed": t["classifier"].get("seed", seed)}, source=where)
+    if classifier.seed is None:
+        classifier = classifier.replace(seed=seed)
+    g, sm, tp, ty = t["generate"], t["smearing"], t["templates"], t["toys"]
+    auc = _auc_study(t["auc_study"], t["classifier"], seed, where=where)
+    return Study(
+        name=name, description=t["description"] or "", source=source,
+        output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
+        processes=_frozen(t["processes"] or {}),
+        generate=GenerateSettings(profile=g["profile"], chunk_size=int(g["chunk_size"]),
+                                  max_tries_factor=int(g["max_tries_factor"]),
+                                  events=_frozen({k: int(g["events"][k]) for k in SPLITS})),
+        selection=cuts,
+        smearing=SmearingSettings(variants=tuple(sm["variants"]),
+                                  charged_pion=_frozen({k: float(v) for k, v in sm["charged_pion"].items()}),
+                                  neutral_pion=_frozen({k: float(v) for k, v in sm["neutral_pion"].items()})),
+        network_inputs=inputs, classifier=classifier,
+        templates=TemplateSettings(**{k: tp[k] for k in TEMPLATE_FIELDS}),
+        toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
+                         n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
+                         batch_size=int(ty["batch_size"])),
+        auc_study=auc, estimates=_frozen(t["estimates"] or {}),
+    )
+
+
+def _poi(section: Mapping[str, Any], components: tuple[str, ...], *, where: str) -> ParameterOfInterest:
+    poi = ParameterOfInterest(name=section["name"], fraction_of=section["fraction_of"],
+                              among=tuple(section["among"]))
+    unknown = [c for c in (poi.fraction_of, *poi.among) if c not in components]
+    if unknown:
+        raise ConfigError(f"{where}: the parameter of interest names component(s) {sorted(set(unknown))} that the "
+                          f"study does not have; components: {list(components)} (set 'poi.fraction_of' and "
+                          "'poi.among' to components of the study)")
+    if poi.fraction_of not in poi.among:
+        raise ConfigError(f"{where}: 'poi.fraction_of' ({poi.fraction_of}) must be one of 'poi.among' "
+                          f"{list(poi.among)}")
+    if len(poi.among) != 2 or len(components) != 2:
+        raise ConfigError(f"{where}: this version of hpcmix fits two components (the fraction of one among two); "
+                          f"got components {list(components)} and poi.among {list(poi.among)}")
+    return poi
+
+
+def _selection_keys() -> tuple[str, ...]:
+    from ..physics.selection import SelectionCuts
+
+    return tuple(f.name for f in dataclasses.fields(SelectionCuts))
+
+
+def _check_keys(section: Any, known: Sequence[str], *, source: str, prefix: str) -> None:
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.')}' must be a mapping, got {type(section).__name__}")
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{source}: unknown field '{prefix}{key}'; allowed fields in "
+                              f"{prefix.rstrip('.')}: {', '.join(known)}")
+
+
+def _classifier(section: Mapping[str, Any], *, source: str):
+    """ClassifierSettings from a section (a partial layer is checked on top of the paper's values)."""
+    from ..train.settings import ClassifierSettings
+
+    known = [f.name for f in dataclasses.fields(ClassifierSettings)]
+    _check_keys(section, known, source=source, prefix="classifier.")
+    try:
+        return ClassifierSettings(**dict(section))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: classifier: {err}") from None
+
+
+def _auc_study(section: Mapping[str, Any] | None, classifier: Mapping[str, Any], seed: int, *,
+               where: str) -> AUCStudy | None:
+    from ..physics.features import network_inputs
+
+    if section is None:
+        return None
+    s = check_section(section, AUC_STUDY_FIELDS, source=where, prefix="auc_study.")
+    merged = {**classifier, **s["classifier"]}
+    if merged.get("seed") is None:
+        merged["seed"] = seed
+    settings = _classifier(merged, source=where)
+    sets = []
+    for spec in s["sets"]:
+        try:
+            inputs = tuple(network_inputs(spec))
+        except ValueError as err:
+            raise ConfigError(f"{where}: field 'auc_study.sets': {err}") from None
+        sets.append((spec if isinstance(spec, str) else "+".join(inputs), inputs))
+    return AUCStudy(sets=tuple(sets), smearing=s["smearing"], classifier=settings)

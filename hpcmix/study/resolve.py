@@ -247,18 +247,18 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         check_section(t["smearing"][pion], _PION_FIELDS, source=where, prefix=f"smearing.{pion}.")
     name = t["name"] or "hpcmix"
     components = tuple(t["components"])
-    if mixture:
-        if len(components) < 2:
-            raise ConfigError(f"{where}: 'components' needs at least two processes to mix, got {list(components)}")
-        poi = _poi(t["poi"], components, where=where)
-    else:
-        poi = ParameterOfInterest(name=t["poi"]["name"], fraction_of=components[-1], among=components)
     try:
         catalogue = load_catalogue(t["processes"] or {}, source=source)
         for c in components:
             catalogue.get(c)
     except ValueError as err:
         raise ConfigError(f"{source}: components/processes: {err}") from None
+    if mixture:
+        if len(components) < 2:
+            raise ConfigError(f"{where}: 'components' needs at least two processes to mix, got {list(components)}")
+        poi = _poi(t["poi"], components, where=where)
+    else:
+        poi = ParameterOfInterest(name=t["poi"]["name"], fraction_of=components[-1], among=components)
     try:
         inputs = tuple(network_inputs(t["features"]["network_inputs"]))
     except ValueError as err:

@@ -17,22 +17,7 @@ import time
 
 from hpcmix.generate.run import plan_generation, run_generation
 from hpcmix.orchestrate.executor import site_executor
-
-
-def split_events(total: int, chunk_size: int) -> dict[str, int]:
-    """Selected events per split (a study has all three): one chunk each for template and test, the rest train."""
-    if total < 3 * chunk_size:
-        raise SystemExit(f"need at least 3 chunks (one per split): events {total} < 3 x chunk size {chunk_size}")
-    return {"train": total - 2 * chunk_size, "template": chunk_size, "test": chunk_size}
-
-
-def generation_study(sample: str, events: dict[str, int], *, chunk_size: int, profile: str, seed: int):
-    """A resolved single-component study (package defaults < dask config < these)."""
-    from hpcmix.study import resolve_study
-
-    return resolve_study(overrides={"components": [sample], "seed": seed,
-                                    "generate": {"events": events, "chunk_size": chunk_size, "profile": profile}},
-                         mixture=False)
+from _study import generation_study, split_events  # benchmarks/_study.py (run as a script)
 
 
 def run(n_workers: int, plan, path: str) -> tuple[float, float, float]:

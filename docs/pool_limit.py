@@ -19,7 +19,7 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from hpcmix.orchestrate.pipeline import plan_study
-from hpcmix.orchestrate.stages.templates import load_pool
+from hpcmix.store.artefacts import load_test_pool
 from hpcmix.study import load_study
 
 
@@ -52,7 +52,7 @@ def main(argv=None) -> None:
           + " / ".join(f"{x:g}" for x in alphas) + " |")
     print("|---|---|---|")
     for (estimator, smearing), t in plan.templates.items():
-        pool = load_pool(t.folder)
+        pool = load_test_pool(t.folder)
         limits = [pool_limit(pool, x) for x in alphas]
         print(f"| {estimator}, {smearing} | {pool.size(a)}, {pool.size(h)} | "
               + " / ".join(f"{x:.3f}" for x in limits) + " |")

@@ -361,3 +361,29 @@ def test_loaded_templates_never_unpickle(tmp_path, phi_star):
         np.savez(f, **arrays)
     with pytest.raises(ArtefactFormatError, match="not a readable hpcmix .npz artefact"):
         load_templates(tmp_path)
+
+
+def test_test_pool_round_trip_keyed_by_component(tmp_path, kde_inputs):
+    from hpcmix.store.artefacts import TEST_POOL_FILE, load_test_pool, save_test_pool
+
+    t = KDETemplates(*kde_inputs)
+    rng = np.random.default_rng(3)
+    values = {"Z": rng.beta(0.6, 2.5, 300), "A": rng.beta(2.5, 0.6, 200)}
+    save_test_pool(tmp_path, t, values)
+    pool = load_test_pool(tmp_path)
+    assert pool.components == ("Z", "A") and pool.size("Z") == 300 and pool.size("A") == 200
+    for c, v in values.items():
+        p_a, p_h = t.densities(v)
+        np.testing.assert_array_equal(pool.values[c], v)
+        np.testing.assert_array_equal(pool.density[("A", c)], p_a)   # the alpha = 1 component's density
+        np.testing.assert_array_equal(pool.density[("Z", c)], p_h)
+    path = tmp_path / TEST_POOL_FILE
+    with np.load(path, allow_pickle=False) as f:                     # numpy alone reads it
+        assert json.loads(f["meta"].item())["kind"] == "test_pool"
+    meta = read_meta(path)
+    _rewrite(path, meta={**meta, "format": meta["format"] + 1})
+    with pytest.raises(ArtefactFormatError, match="test pool format 2.*newer"):
+        load_test_pool(tmp_path)
+    _rewrite(path, meta=meta, drop=("density_A_on_Z",))
+    with pytest.raises(ArtefactFormatError, match="density_A_on_Z"):
+        load_test_pool(tmp_path)

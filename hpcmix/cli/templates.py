@@ -93,9 +93,9 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
         study = resolve_study(overrides=over, sets=sets)
     except ConfigError as err:
         raise click.BadParameter(str(err), param_hint="--set") from None
-    upstream = train_model_ref(model_rec, model) if method == "nn" else None
     item = templates_stage.item(study, estimator=method, smearing=smearing, events=ev.layout.fingerprint(),
-                                model=upstream, folder=out)
+                                model_address=model_rec.address if method == "nn" else None,
+                                model_folder=model if method == "nn" else None, folder=out)
     if replace_done_folder(out, item.address, overwrite, "finished templates", "hpcmix templates"):
         click.echo(f"{out} already holds these templates (address {item.address}); nothing to do")
     else:
@@ -119,9 +119,3 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
     click.echo(f"templates: {out}")
     click.echo(f"next     : hpcmix toys {out} --alpha 0.5,0.7,0.9 --n-events 20,100,500 --n-toys 1000")
 
-
-def train_model_ref(record, folder: str):
-    """The train stage's view of an existing model folder: its address and where it is."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(address=record.address, folder=folder)

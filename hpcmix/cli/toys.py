@@ -21,8 +21,8 @@ IN_PROCESS_MAX_EVENTS = 20_000_000
 def _template_folder(path: str):
     """The templates item of a finished templates folder, from its record."""
     from ..orchestrate.record import RecordError, StageRecord
-    from ..orchestrate.stages.templates import POOL_FILE, Templates
-    from ..store.artefacts import TEMPLATES_FILE
+    from ..orchestrate.stages.templates import Templates
+    from ..store.artefacts import TEMPLATES_FILE, TEST_POOL_FILE
 
     if not os.path.isdir(path):
         raise click.BadParameter(f"{path!r} does not exist; build templates with 'hpcmix templates'",
@@ -35,7 +35,7 @@ def _template_folder(path: str):
     if rec.stage != "templates":
         raise click.BadParameter(f"{path!r} holds a {rec.stage!r} output, not templates; is it a model folder? "
                                  "Pass folders written by 'hpcmix templates'", param_hint="TEMPLATES_DIR")
-    missing = [f for f in (POOL_FILE, TEMPLATES_FILE) if not os.path.exists(os.path.join(path, f))]
+    missing = [f for f in (TEST_POOL_FILE, TEMPLATES_FILE) if not os.path.exists(os.path.join(path, f))]
     if missing:
         raise click.BadParameter(f"{path!r} is not a finished templates folder (no {', '.join(missing)}); "
                                  "build it with 'hpcmix templates STORE --method ...'", param_hint="TEMPLATES_DIR")
@@ -148,7 +148,7 @@ def toys(template_dirs, alpha_text, n_text, n_toys, batch_size, seed, out, worke
     if tasks:
         executor = _executor(site, workers)
         try:
-            for line in getattr(executor, "dashboard_lines", lambda: [])():
+            for line in executor.dashboard_lines():
                 click.echo(line)
             run_toys(cells, executor, progress=progress)
         finally:

@@ -45,6 +45,7 @@ class InProcess(_Mapping):
 
     name = "this process"
     has_gpu_pool = False
+    runs_here = True          # tasks run in the caller's process (they may print to its terminal)
 
     def run(self, tasks: Sequence[Task], *, stage: str, progress: bool = False, unit: str = "task",
             per_task: int = 1) -> Iterator[tuple[str, Any]]:
@@ -59,12 +60,17 @@ class InProcess(_Mapping):
     def describe(self) -> str:
         return "executor: in this process"
 
+    def dashboard_lines(self) -> list[str]:
+        return []
+
     def close(self) -> None:
         pass
 
 
 class OnPools(_Mapping):
     """Runs tasks on a site's pools: ``cpu`` tasks on the CPU pool, ``training`` on the GPU pool if any."""
+
+    runs_here = False
 
     def __init__(self, pools, *, own: bool = False):
         self.pools = pools

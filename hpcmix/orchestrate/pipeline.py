@@ -149,7 +149,7 @@ def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
             executor = site_executor(site)
         try:
             echo(executor.describe())
-            for line in getattr(executor, "dashboard_lines", lambda: [])():
+            for line in executor.dashboard_lines():
                 echo(line)
             return _run_stages(plan, executor, progress, echo)
         finally:
@@ -186,10 +186,11 @@ def check_disk_space(plan: StudyPlan, *, margin: float = 1.2) -> None:
 def run_train(models, store_path: str, executor, *, progress: bool, echo) -> dict[str, dict]:
     """The train stage: every model not yet at its address; returns {label: record} of all of them."""
     todo = [m for m in models if not is_done(m.folder, m.address)]
-    if todo and not executor.has_gpu_pool and hasattr(executor, "pools"):
+    if todo and not executor.has_gpu_pool and not executor.runs_here:
         echo("train: this site has no GPU pool; training on the CPU pool")
     by_key = {f"train-{m.address}": m for m in todo}
-    for key, rec in executor.run(train_stage.tasks(todo, store_path, progress=progress and not hasattr(executor, "pools")),
+    # per-epoch lines only where they reach the user's terminal (a worker's go to its log)
+    for key, rec in executor.run(train_stage.tasks(todo, store_path, progress=progress and executor.runs_here),
                                  stage="train", progress=progress):
         info = rec["info"]
         echo(f"train [{by_key[key].label}]: ROC AUC {info['roc_auc']:.4f} on {info['n_test']} test events, "

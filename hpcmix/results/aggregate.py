@@ -23,10 +23,9 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
     {(estimator, smearing): templates}).
     """
     from ..orchestrate.record import StageRecord
-    from ..orchestrate.stages.templates import load_pool
     from ..stats.fitter import mixture_log_likelihood
     from ..stats.toys import draw_toys, toy_seed
-    from ..store.artefacts import load_templates, load_toy_batch
+    from ..store.artefacts import load_templates, load_test_pool, load_toy_batch
     from .dataset import ResultsBuilder, open_results, save_results
 
     estimators = sorted({e for e, _ in template_dirs}, key=ESTIMATOR_ORDER.index)
@@ -51,7 +50,7 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
     mid_alpha = alphas[len(alphas) // 2]
     mid_n = n_events[len(n_events) // 2]
     for (est, sm), d in template_dirs.items():
-        pool = load_pool(d)
+        pool = load_test_pool(d)
         zero, one = pool.components
         draw = draw_toys(pool.size(one), pool.size(zero), alpha=mid_alpha, n_events=mid_n, n_toys=1,
                          rng=toy_seed(seed, "example", "curve", mid_alpha, mid_n, 0))

@@ -58,6 +58,12 @@ meta: format, kind ``"toy_batch"``, components, ``fit_fields`` (the per-toy arra
 ``hpcmix.stats.MixtureFit``); ``uses_<name>`` (pool size,): how many toys used each event of
 that component's test pool; ``max_uses`` (0-d) and ``note`` (0-d string: the reuse summary).
 
+test_pool.npz (``TEST_POOL_FORMAT`` = 1): a templates folder's test pool
+---------------------------------------------------------------------
+meta: format, kind ``"test_pool"``, components, hpcmix_version. Arrays: ``values_<c>``
+(the estimator's variable for component c's test events) and ``density_<d>_on_<c>``
+(component d's template density at those events), for every pair of components.
+
 Files are written atomically (a temporary name, then ``os.replace``). Readers refuse, with
 ``ArtefactFormatError``, the pickles older hpcmix versions wrote (``templates.pkl``,
 ``batch-*.pkl``), files of another format number, and missing or malformed meta.
@@ -83,27 +89,35 @@ if TYPE_CHECKING:  # hpcmix.stats (scipy) is imported on first use: the event st
 __all__ = [
     "TEMPLATES_FILE",
     "TEMPLATES_FORMAT",
+    "TEST_POOL_FILE",
+    "TEST_POOL_FORMAT",
     "TOY_BATCH_FORMAT",
     "ArtefactFormatError",
+    "PoolDensities",
     "PoolUses",
     "ToyBatch",
     "load_templates",
+    "load_test_pool",
     "load_toy_batch",
     "read_meta",
     "save_templates",
+    "save_test_pool",
     "save_toy_batch",
 ]
 
 TEMPLATES_FORMAT = 1
 TOY_BATCH_FORMAT = 1
+TEST_POOL_FORMAT = 1
 TEMPLATES_FILE = "templates.npz"
+TEST_POOL_FILE = "test_pool.npz"
 _OLD_TEMPLATES_FILE = "templates.pkl"
 _PHI_STAR_TABLE_POINTS = 512
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _RERUN = {"templates": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)",
-          "toy_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)"}
-_FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT}
-_KINDS = {"templates": ("phi_star", "kde"), "toy_batch": ("toy_batch",)}
+          "toy_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)",
+          "test_pool": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)"}
+_FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_pool": TEST_POOL_FORMAT}
+_KINDS = {"templates": ("phi_star", "kde"), "toy_batch": ("toy_batch",), "test_pool": ("test_pool",)}
 
 
 class ArtefactFormatError(ValueError):
@@ -139,6 +153,18 @@ class ToyBatch:
     fit: MixtureFit
     draw: PoolUses
     note: str
+
+
+@dataclass(frozen=True, eq=False)
+class PoolDensities:
+    """A test pool: per component, its events' values and every component's density at them."""
+
+    components: tuple[str, str]                      # (alpha = 0, alpha = 1)
+    values: Mapping[str, np.ndarray]                 # component -> its test events' values
+    density: Mapping[tuple[str, str], np.ndarray]    # (density of, events of) -> values
+
+    def size(self, component: str) -> int:
+        return int(self.values[component].size)
 
 
 # --------------------------------------------------------------------------- writing
@@ -237,6 +263,22 @@ def save_toy_batch(path, fit: MixtureFit, *, uses: Mapping[str, np.ndarray], max
     return _write_npz(path, arrays)
 
 
+def save_test_pool(folder, templates, values: Mapping[str, np.ndarray]) -> str:
+    """Write ``folder/test_pool.npz``: each component's test events and both densities at them.
+
+    ``values``: {component: the estimator's variable for its test events}, alpha = 0 component first.
+    """
+    names = _components(list(values))
+    arrays = {}
+    for c in names:
+        v = np.asarray(values[c], dtype=float)
+        p1, p0 = templates.densities(v)      # densities() returns (p_alpha=1, p_alpha=0)
+        arrays.update({f"values_{c}": v, f"density_{names[1]}_on_{c}": p1, f"density_{names[0]}_on_{c}": p0})
+    arrays["meta"] = _meta("test_pool", TEST_POOL_FORMAT, names)
+    os.makedirs(folder, exist_ok=True)
+    return _write_npz(os.path.join(folder, TEST_POOL_FILE), arrays)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -281,7 +323,7 @@ def _parse_meta(path: str, raw, what: str) -> dict:
         raise ArtefactFormatError(f"{path}: malformed meta, not JSON ({err}); {_RERUN[what]}") from err
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), int) or isinstance(meta["format"], bool):
         raise ArtefactFormatError(f"{path}: malformed meta, no integer 'format'; {_RERUN[what]}")
-    label = "templates" if what == "templates" else "toy batch"
+    label = {"templates": "templates", "toy_batch": "toy batch", "test_pool": "test pool"}[what]
     kinds = _KINDS[what]
     wrong_kind = ArtefactFormatError(f"{path}: meta kind {meta.get('kind')!r} is not a {label} file "
                                      f"(expected {' or '.join(kinds)})")
@@ -377,3 +419,17 @@ def load_toy_batch(path) -> ToyBatch:
     fit = MixtureFit(**{k: arrays[k] for k in fit_fields})
     draw = PoolUses(uses={n: arrays[f"uses_{n}"] for n in names}, max_uses=int(arrays["max_uses"]))
     return ToyBatch(fit=fit, draw=draw, note=str(arrays["note"].item()))
+
+
+def load_test_pool(folder) -> PoolDensities:
+    """The test pool ``save_test_pool`` wrote to ``folder``."""
+    path = os.path.join(os.fspath(folder), TEST_POOL_FILE)
+    meta, arrays = _read(path, "test_pool")
+    names = meta["components"]
+    try:
+        values = {c: arrays[f"values_{c}"] for c in names}
+        density = {(d, c): arrays[f"density_{d}_on_{c}"] for d in names for c in names}
+    except KeyError as err:
+        raise ArtefactFormatError(f"{path}: array {err.args[0]!r} missing (format {meta['format']}); "
+                                  f"{_RERUN['test_pool']}") from None
+    return PoolDensities(components=names, values=values, density=density)

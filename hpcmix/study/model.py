@@ -22,12 +22,12 @@ ESTIMATORS = ("phi_star", "nn")
 SPLITS = ("train", "template", "test")
 
 
-def _frozen(value: Any) -> Any:
+def frozen_view(value: Any) -> Any:
     """Read-only view of nested JSON-like data (dicts -> MappingProxyType, lists -> tuples)."""
     if isinstance(value, Mapping):
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+        return MappingProxyType({k: frozen_view(v) for k, v in value.items()})
     if isinstance(value, (list, tuple)):
-        return tuple(_frozen(v) for v in value)
+        return tuple(frozen_view(v) for v in value)
     return value
 
 
@@ -150,4 +150,4 @@ class Study:
 
 
 __all__ = ["AUCStudy", "ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
-           "SmearingSettings", "Study", "TemplateSettings", "ToySettings", "to_jsonable", "_frozen"]
+           "SmearingSettings", "Study", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

@@ -18,7 +18,7 @@ import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
 from .model import (ESTIMATORS, SMEARED, SPLITS, AUCStudy, GenerateSettings, ParameterOfInterest,
-                    SmearingSettings, Study, TemplateSettings, ToySettings, _frozen)
+                    SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
 COMMAND_LINE = "<command line>"
 
@@ -161,7 +161,7 @@ def normalise_layer(raw: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         _classifier(data["classifier"], source=source)
     if data.get("selection") is not None:
         _check_keys(data["selection"], _selection_keys(), source=source, prefix="selection.")
-    return {k: v for k, v in data.items() if not (v is None and k in ("name",))}
+    return data
 
 
 def parse_sets(pairs: Sequence[str], *, source: str = "--set") -> dict[str, Any]:
@@ -269,28 +269,28 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: selection: {err}") from None
     seed = int(t["seed"])
-    classifier = _classifier({**t["classifier"], "seed": t["classifier"].get("seed", seed)}, source=where)
-    if classifier.seed is None:
-        classifier = classifier.replace(seed=seed)
+    # a null classifier seed means the study seed
+    own_seed = t["classifier"].get("seed")
+    classifier = _classifier({**t["classifier"], "seed": seed if own_seed is None else own_seed}, source=where)
     g, sm, tp, ty = t["generate"], t["smearing"], t["templates"], t["toys"]
     auc = _auc_study(t["auc_study"], t["classifier"], seed, where=where)
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
-        processes=_frozen(t["processes"] or {}),
+        processes=frozen_view(t["processes"] or {}),
         generate=GenerateSettings(profile=g["profile"], chunk_size=int(g["chunk_size"]),
                                   max_tries_factor=int(g["max_tries_factor"]),
-                                  events=_frozen({k: int(g["events"][k]) for k in SPLITS})),
+                                  events=frozen_view({k: int(g["events"][k]) for k in SPLITS})),
         selection=cuts,
         smearing=SmearingSettings(variants=tuple(sm["variants"]),
-                                  charged_pion=_frozen({k: float(v) for k, v in sm["charged_pion"].items()}),
-                                  neutral_pion=_frozen({k: float(v) for k, v in sm["neutral_pion"].items()})),
+                                  charged_pion=frozen_view({k: float(v) for k, v in sm["charged_pion"].items()}),
+                                  neutral_pion=frozen_view({k: float(v) for k, v in sm["neutral_pion"].items()})),
         network_inputs=inputs, classifier=classifier,
         templates=TemplateSettings(**{k: tp[k] for k in TEMPLATE_FIELDS}),
         toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
                          n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
                          batch_size=int(ty["batch_size"])),
-        auc_study=auc, estimates=_frozen(t["estimates"] or {}),
+        auc_study=auc, estimates=frozen_view(t["estimates"] or {}),
     )
 
 

@@ -7,7 +7,6 @@ The folder holds ``templates.npz`` and ``test_pool.npz`` (versioned npz, hpcmix.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -21,8 +20,6 @@ from ..record import StageRecord, address
 NAME = "templates"
 #: bump when what the templates compute changes (KDE, phi* fit, pool densities)
 VERSION = 1
-POOL_FILE = "test_pool.npz"
-POOL_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -54,24 +51,25 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
     raise ValueError(f"unknown estimator {estimator!r}; allowed: phi_star, nn")
 
 
-def item(study: Study, *, estimator: str, smearing: str, events: str, model=None, root: str | None = None,
-         folder: str | None = None) -> Templates:
-    """The templates item; ``model`` is the train stage's Model (nn), its folder and address are inputs."""
+def item(study: Study, *, estimator: str, smearing: str, events: str, model_address: str | None = None,
+         model_folder: str | None = None, root: str | None = None, folder: str | None = None) -> Templates:
+    """The templates item; the model (nn: its address and folder) is an input like the event store."""
     settings = estimator_settings(estimator, study.templates)
-    inputs = {"events": events, "model": model.address if model is not None else None}
     slice_ = {"estimator": estimator, "smearing": smearing, "components": list(study.pair), "templates": settings}
-    addr = address(NAME, VERSION, slice_, inputs)
+    addr = address(NAME, VERSION, slice_, {"events": events, "model": model_address})
     return Templates(estimator=estimator, smearing=smearing, components=study.pair, settings=settings,
-                     folder=folder or os.path.join(root, addr), address=addr, events=events,
-                     model=model.address if model is not None else None,
-                     model_folder=model.folder if model is not None else None,
-                     predict_batch_size=study.classifier.predict_batch_size)
+                     folder=folder or os.path.join(root, addr), address=addr, events=events, model=model_address,
+                     model_folder=model_folder, predict_batch_size=study.classifier.predict_batch_size)
 
 
 def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) -> dict[tuple[str, str], Templates]:
-    return {(est, sm): item(study, estimator=est, smearing=sm, events=events,
-                            model=models[sm] if est == "nn" else None, root=root)
-            for est in study.toys.estimators for sm in study.smearing.variants}
+    """One item per (estimator, smearing variant); ``models``: the train stage's Model per variant."""
+    def one(est, sm):
+        m = models[sm] if est == "nn" else None
+        return item(study, estimator=est, smearing=sm, events=events, root=root,
+                    model_address=m.address if m else None, model_folder=m.folder if m else None)
+
+    return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
 
 
 def tasks(items: Sequence[Templates], store_path: str) -> list[Task]:
@@ -105,60 +103,10 @@ def build(store, t: Templates):
     return KDETemplates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)], **s), clf
 
 
-def save_pool(folder: str, components: Sequence[str], values: Sequence[np.ndarray], templates) -> str:
-    """``test_pool.npz``: each component's test events and both densities at them, by component name.
-
-    ``values_<c>``: the estimator's variable for component c's pool events;
-    ``density_<d>_on_<c>``: component d's template density at those events.
-    """
-    arrays = {}
-    for c, v in zip(components, values):
-        p1, p0 = templates.densities(v)      # densities() returns (p_alpha=1, p_alpha=0)
-        arrays[f"values_{c}"] = v
-        arrays[f"density_{components[1]}_on_{c}"] = p1
-        arrays[f"density_{components[0]}_on_{c}"] = p0
-    meta = {"format": POOL_FORMAT, "kind": "test_pool", "components": list(components)}
-    arrays["meta"] = np.array(json.dumps(meta))
-    path = os.path.join(folder, POOL_FILE)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
-
-
-@dataclass(frozen=True)
-class Pool:
-    """A test pool read back: per component, its events' values and both template densities."""
-
-    components: tuple[str, str]
-    values: Mapping[str, np.ndarray]
-    density: Mapping[tuple[str, str], np.ndarray]   # (density of, events of) -> values
-
-    def size(self, component: str) -> int:
-        return int(self.values[component].size)
-
-
-def load_pool(folder: str) -> Pool:
-    from ...store.artefacts import ArtefactFormatError
-
-    path = os.path.join(folder, POOL_FILE)
-    with np.load(path, allow_pickle=False) as f:
-        if "meta" not in f.files:
-            raise ArtefactFormatError(f"{path}: a test pool from an older hpcmix (no meta); rerun the templates stage")
-        meta = json.loads(f["meta"].item())
-        if meta.get("format") != POOL_FORMAT:
-            raise ArtefactFormatError(f"{path}: test-pool format {meta.get('format')}, this hpcmix reads "
-                                      f"{POOL_FORMAT}; rerun the templates stage")
-        comps = tuple(meta["components"])
-        values = {c: f[f"values_{c}"] for c in comps}
-        density = {(d, c): f[f"density_{d}_on_{c}"] for d in comps for c in comps}
-    return Pool(components=comps, values=values, density=density)
-
-
 def templates_task(t: Templates, store_path: str) -> dict:
     """Build one folder's templates, evaluate them on the test pool, write the record last."""
     from ...store import EventStore
-    from ...store.artefacts import save_templates
+    from ...store.artefacts import save_templates, save_test_pool
 
     store = EventStore(store_path)
     os.makedirs(t.folder, exist_ok=True)
@@ -168,7 +116,7 @@ def templates_task(t: Templates, store_path: str) -> dict:
     else:
         info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
     test = _values(store, t, "test", clf)
-    save_pool(t.folder, t.components, test, templates)
+    save_test_pool(t.folder, templates, dict(zip(t.components, test)))
     save_templates(t.folder, templates, components=t.components)
     lo, hi = templates.positivity_limits()
     info.update({"positivity_limits": [float(lo), float(hi)],

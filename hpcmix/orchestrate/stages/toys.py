@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ...study.model import Study
 from ..executor import Task
 from ..record import address
-from .templates import Templates, load_pool
+from .templates import Templates
 
 NAME = "toys"
 #: bump when what a toy batch computes changes (drawing, fitter)
@@ -59,10 +59,10 @@ def toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
     """Draw and fit one batch of one cell; write it atomically; return (path, SLURM job)."""
     from ...stats.fitter import fit_mixture
     from ...stats.toys import draw_toys, toy_seed
-    from ...store.artefacts import save_toy_batch
+    from ...store.artefacts import load_test_pool, save_toy_batch
     from ..record import StageRecord
 
-    pool = load_pool(c.template_dir)
+    pool = load_test_pool(c.template_dir)
     zero, one = pool.components
     limits = tuple(StageRecord.read(c.template_dir, stage="templates").info["positivity_limits"])
     # seeded by the estimator's name: the streams do not depend on where a cell sits in the grid

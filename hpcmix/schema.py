@@ -10,10 +10,12 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .errors import HpcmixError
+
 REQUIRED = object()
 
 
-class ConfigError(ValueError):
+class ConfigError(HpcmixError, ValueError):
     """A config file has a field with a wrong type, an out-of-range value, or an unknown key."""
 
 
@@ -55,6 +57,14 @@ def type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+def _passes(check: Callable[[Any], bool], value: Any) -> bool:
+    """``check(value)``, where a value of a type the check never expected (``[] in {...}``) fails it."""
+    try:
+        return bool(check(value))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def check_section(data: Any, fields: Mapping[str, Field], *, source: str, prefix: str = "",
                   require: bool = True, error: type[ValueError] = ConfigError) -> dict[str, Any]:
     """Validate one mapping against ``fields``; return it with defaults filled in."""
@@ -67,7 +77,7 @@ def check_section(data: Any, fields: Mapping[str, Field], *, source: str, prefix
         if key not in fields:
             raise error(f"{source}: unknown field '{name}' (value {value!r}); "
                         f"allowed fields{' in ' + where if where else ''}: {', '.join(fields)}")
-        if not fields[key].check(value):
+        if not _passes(fields[key].check, value):
             raise error(f"{source}: field '{name}' has value {value!r} ({type_name(value)}); "
                         f"allowed: {fields[key].allowed}")
     out = dict(data)

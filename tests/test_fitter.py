@@ -311,3 +311,15 @@ def test_density_checks_ride_along_and_redo_after_flooring():
     with pytest.raises(ValueError, match="NaN or inf"):
         p_h[299, 79] = np.inf
         fit_mixture(p_a, p_h)
+
+
+def test_densities_zero_at_every_event_give_a_flagged_flat_fit_not_nan_warnings():
+    """A template vanishing on the whole test pool (the job fuzzer's finding: a tiny fixed KDE
+    bandwidth): one ZeroDensityWarning, no 0/0, and every toy flagged as not converged."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.warns(ZeroDensityWarning, match="12 event density value"):
+            fit = fit_mixture(np.zeros((3, 4)), np.zeros((3, 4)), alpha_true=0.5, alpha_limits=(-1.0, 2.0))
+    assert not fit.converged.any() and np.isnan(fit.alpha_hat).all()

@@ -11,7 +11,65 @@ from .run import run
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+class InputError(click.ClickException):
+    """One of hpcmix's own errors: its message says what to fix (exit 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class UnexpectedError(click.ClickException):
+    """Any other exception: a short message, where it happened, and the file with the traceback."""
+
+    exit_code = 1
+
+    def __init__(self, err: BaseException):
+        from ..errors import TaskFailedError
+
+        where, cause = "", err
+        if isinstance(err, TaskFailedError):
+            where, cause = f" in {err.where}", err.error
+        path = write_traceback(err)
+        first = (str(cause).strip().splitlines() or [""])[0]
+        super().__init__(f"unexpected {type(cause).__name__}{where}: {first}\n"
+                         f"The full traceback is in {path}; please include it when you report this.")
+
+
+def write_traceback(err: BaseException) -> str:
+    """Write ``err``'s traceback (with the worker's, for a task) to a new file; return its path.
+
+    The folder is ``$HPCMIX_TRACEBACK_DIR``, else the system's temporary folder.
+    """
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    folder = os.environ.get("HPCMIX_TRACEBACK_DIR") or tempfile.gettempdir()
+    os.makedirs(folder, exist_ok=True)
+    fd, path = tempfile.mkstemp(prefix=f"hpcmix-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".traceback.txt",
+                                dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(traceback.format_exception(err)))
+    return path
+
+
+class HpcmixGroup(click.Group):
+    """Turns exceptions into messages: no traceback reaches the terminal."""
+
+    def invoke(self, ctx: click.Context):
+        from ..errors import HpcmixError
+
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except HpcmixError as err:
+            raise InputError(str(err)) from None
+        except Exception as err:
+            raise UnexpectedError(err) from None
+
+
+@click.group(cls=HpcmixGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, "--version", prog_name="hpcmix")
 def cli() -> None:
     """hpcmix: signal-mixture toy studies, from Pythia events to tables of sigma_alpha.

@@ -48,6 +48,7 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
     The folder (templates.npz, test_pool.npz, done.json) is what 'hpcmix toys' fits. Runs in
     this process, or with --site on that site's CPU pool.
     """
+    from ..orchestrate.checks import MIN_KDE_EVENTS
     from ..orchestrate.executor import InProcess, site_executor
     from ..orchestrate.pipeline import run_templates
     from ..orchestrate.record import RecordError, StageRecord
@@ -100,11 +101,13 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
         click.echo(f"{out} already holds these templates (address {item.address}); nothing to do")
     else:
         click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
+    start, stop = ev.layout.split_ranges()["template"]
+    if method == "nn" and stop - start < MIN_KDE_EVENTS:
+        raise click.UsageError(f"the store's template split has {stop - start} event(s) per sample; KDE templates "
+                               f"need at least {MIN_KDE_EVENTS}: generate a store with a larger template split")
     executor = InProcess() if site is None else site_executor(site)
     try:
         info = run_templates([item], ev.path, executor, progress=False)[item.address]["info"]
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
     finally:
         executor.close()
     sizes = info["pool_sizes"]

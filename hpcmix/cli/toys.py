@@ -130,6 +130,7 @@ def toys(template_dirs, alpha_text, n_text, n_toys, batch_size, seed, out, worke
     toy_root = os.path.join(os.path.dirname(os.path.abspath(out)), "toys")
     cells = [toys_stage.cell(items[k], alpha=a, n_events=n, batches=study.toys.batch_sizes, seed=seed, root=toy_root)
              for k in folders for a in alphas for n in n_events]
+    _check_pools(cells, items, folders)
     tasks = [(c, b, c.batches[b]) for c in cells for b in c.missing()]
     work = sum(n * c.n_events for c, _, n in tasks)
     if workers is None and site is None:
@@ -172,6 +173,26 @@ def toys(template_dirs, alpha_text, n_text, n_toys, batch_size, seed, out, worke
     click.echo(f"\nresults: {out}  (xarray.open_zarr(..., consolidated=False)); fits {t_fit:.1f} s, "
                f"aggregation {t_agg:.1f} s")
     click.echo(f"next   : hpcmix report {out}")
+
+
+def _check_pools(cells, items, folders) -> None:
+    """Every toy fits in its folder's test pools (no event twice in one toy), before any fit."""
+    from ..orchestrate.checks import toy_pool_problems
+    from ..orchestrate.record import StageRecord
+
+    problems = []
+    for key, item in items.items():
+        pools = StageRecord.read(folders[key], stage="templates").info.get("pool_sizes")
+        if not pools:
+            continue  # written before pool sizes were recorded: the toys stage still checks
+        mine = [c for c in cells if c.template_dir == folders[key]]
+        zero, one = item.components
+        found, _ = toy_pool_problems(mine, pools, zero=zero, one=one, test_field=f"test pools of {folders[key]}")
+        problems += found
+    if problems:
+        raise click.UsageError("the toys do not fit in the test pools:\n  - " + "\n  - ".join(problems)
+                               + "\n(--n-events and --alpha choose the cells; 'hpcmix generate' makes larger "
+                               "test splits)")
 
 
 def _executor(site, workers):

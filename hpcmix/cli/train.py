@@ -114,6 +114,7 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
     standardiser.json, history.json, metrics.json and done.json into --out, which
     'hpcmix templates --method nn --model DIR' reads. A rerun with the same settings is a no-op.
     """
+    from ..orchestrate.checks import training_split_problems
     from ..orchestrate.executor import InProcess, site_executor
     from ..orchestrate.pipeline import run_train
     from ..orchestrate.stages import train as train_stage
@@ -140,6 +141,12 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
     out = out or os.path.join(os.path.dirname(os.path.abspath(store)), "models", smearing)
     m = train_stage.model(study, label=smearing, smearing=smearing, inputs=names, settings=study.classifier,
                           events=ev.layout.fingerprint(), folder=out)
+    start, stop = ev.layout.split_ranges()["train"]
+    problems, notes = training_split_problems(m, stop - start, field="--set {}")
+    if problems:
+        raise click.UsageError("the store's train split cannot train this classifier:\n  - " + "\n  - ".join(problems))
+    for note in notes:
+        click.echo(f"note: {note}")
     if replace_done_folder(out, m.address, overwrite, "a finished classifier", "hpcmix train"):
         click.echo(f"{out} already holds this classifier (address {m.address}); nothing to do")
     else:
@@ -149,8 +156,6 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
     executor = InProcess() if site is None else site_executor(site)
     try:
         rec = run_train([m], ev.path, executor, progress=True, echo=click.echo)[smearing]
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
     finally:
         executor.close()
     info = rec["info"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import HpcmixError
 from ..physics.layout import PARTICLES
 from ..physics.selection import CUTFLOW_STEPS, SelectionCuts, first_failed_visible_tau_cut
 
@@ -27,7 +28,7 @@ _NEUTRINOS = frozenset((12, 14, 16))
 _HARD_PROCESS_END = 12
 
 
-class GenerationError(RuntimeError):
+class GenerationError(HpcmixError, RuntimeError):
     """Generation cannot produce the requested events (with the cut flow so far)."""
 
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Hashable, Iterator, MutableMapping
 
+from ..errors import HpcmixError, TaskFailedError
+
 
 def as_finished(futures: MutableMapping[Hashable, Any], desc: str, *, progress: bool, unit: str = "task",
                 per_task: int = 1) -> Iterator[tuple[Hashable, Any]]:
     """Yield ``(key, result)`` as the tasks finish; cancel the rest on error or when the caller stops.
+
+    A task's unexpected exception arrives as :class:`TaskFailedError` (stage ``desc``, its key);
+    the project's own errors pass unchanged.
 
     ``futures`` is emptied: from then on only this generator refers to the
     pending ones, and each finished future is dropped once its result is
@@ -29,8 +34,13 @@ def as_finished(futures: MutableMapping[Hashable, Any], desc: str, *, progress: 
     with tqdm(total=n * per_task, desc=desc, unit=unit, disable=not progress, smoothing=0.1) as bar:
         try:
             for fut in pending:
-                result = fut.result()
                 key = key_of.pop(fut.key)
+                try:
+                    result = fut.result()
+                except HpcmixError:
+                    raise
+                except Exception as err:
+                    raise TaskFailedError(desc, str(key), err) from err
                 fut.release()
                 del fut
                 bar.update(per_task)

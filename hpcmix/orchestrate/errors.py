@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..errors import HpcmixError
+
 __all__ = ["ClusterStartError", "JobSubmissionError", "WorkerTimeoutError"]
 
 
-class ClusterStartError(RuntimeError):
+class ClusterStartError(HpcmixError, RuntimeError):
     """A pool's workers could not be started."""
 
 

@@ -1,7 +1,9 @@
 """Where stage tasks run: in this process, or on a site's Dask pools (local cluster or SLURM).
 
 Every stage hands the executor a list of :class:`Task`; the executor runs them and
-yields ``(key, result)`` as they finish. Stages never import a cluster, and a
+yields ``(key, result)`` as they finish. A task that raises one of the project's own
+errors (:class:`~hpcmix.errors.HpcmixError`) passes it on unchanged; any other
+exception arrives as :class:`~hpcmix.errors.TaskFailedError` naming the stage and task. Stages never import a cluster, and a
 stage run from ``hpcmix run`` and from its own subcommand runs the same tasks.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import HpcmixError, TaskFailedError
 
 #: the pools a task can ask for: ``training`` is the site's GPU pool, else its CPU pool
 POOLS = ("cpu", "training")
@@ -53,7 +57,12 @@ class InProcess(_Mapping):
 
         with tqdm(total=len(tasks) * per_task, desc=stage, unit=unit, disable=not progress) as bar:
             for t in tasks:
-                result = t.fn(*t.args, **dict(t.kwargs))
+                try:
+                    result = t.fn(*t.args, **dict(t.kwargs))
+                except HpcmixError:
+                    raise
+                except Exception as err:
+                    raise TaskFailedError(stage, t.key, err) from err
                 bar.update(per_task)
                 yield t.key, result
 

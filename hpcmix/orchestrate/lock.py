@@ -15,10 +15,12 @@ import os
 import socket
 import time
 
+from ..errors import HpcmixError
+
 LOCK_FILE = ".hpcmix.lock"
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(HpcmixError, RuntimeError):
     """Another run holds the output folder."""
 
 

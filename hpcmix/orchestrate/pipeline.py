@@ -7,12 +7,15 @@ changed setting, or a bumped stage version, redoes only what depends on it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import HpcmixError, TaskFailedError
 from ..generate.run import GenerationPlan, plan_generation
 from ..study.model import Study
 from . import stages
@@ -38,6 +41,7 @@ class StudyPlan:
     cells: tuple[toys_stage.Cell, ...]
     results: str
     report: str
+    notes: tuple[str, ...] = ()                            # legal but wasteful settings (checks.py)
 
     @property
     def events_address(self) -> str:
@@ -70,7 +74,7 @@ class StudyPlan:
                  f"  templates: {len(self.templates)} ({', '.join('/'.join(k) for k in self.templates)})",
                  f"  toys     : {len(self.cells)} cells x {s.toys.n_toys} toys in {self.n_toy_tasks} tasks",
                  f"  results  : {self.results}", f"  report   : {self.report}"]
-        return "\n".join(lines + self.estimate().lines())
+        return "\n".join(lines + self.estimate().lines() + [f"  note     : {n}" for n in self.notes])
 
     def estimate(self) -> "Estimate":
         """Core-hours and store size from the measured rates in the study's ``estimates``."""
@@ -102,9 +106,12 @@ class Estimate:
 
 
 def plan_study(study: Study) -> StudyPlan:
-    """Every stage's items and addresses, from the study alone."""
+    """Every stage's items and addresses, from the study alone; settings that cannot run
+    together raise :class:`~hpcmix.orchestrate.checks.PlanError` here, before any cluster."""
+    from .checks import check_plan, check_task_counts
     from .record import address
 
+    check_task_counts(study)
     out = study.output
     generation = plan_generation(study)
     events_address = generation.layout.fingerprint()
@@ -115,9 +122,10 @@ def plan_study(study: Study) -> StudyPlan:
     templates = templates_stage.plan(study, events=events_address, models=models, root=os.path.join(out, "templates"))
     cells = toys_stage.plan(study, templates, root=os.path.join(out, "toys"))
     results = address("results", RESULTS_VERSION, {"poi": study.poi.name}, {c.address: c.address for c in cells})
-    return StudyPlan(study=study, generation=generation, events=events, models=models, auc_models=auc_models,
+    plan = StudyPlan(study=study, generation=generation, events=events, models=models, auc_models=auc_models,
                      templates=templates, cells=cells, results=os.path.join(out, "results", f"{results}.zarr"),
                      report=os.path.join(out, "report"))
+    return dataclasses.replace(plan, notes=check_plan(plan))
 
 
 @dataclass
@@ -157,7 +165,7 @@ def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
                 executor.close()
 
 
-class InsufficientDiskError(RuntimeError):
+class InsufficientDiskError(HpcmixError, RuntimeError):
     """The output folder's file system cannot hold the planned event store."""
 
 
@@ -220,62 +228,69 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
 
     study, seconds, skipped, notes, slurm_jobs = plan.study, {}, {}, [], {}
 
-    t0 = time.perf_counter()
-    report = run_generation(plan.generation, plan.events, executor=executor, progress=progress)
-    seconds["generate"], skipped["generate"] = time.perf_counter() - t0, report.chunks_skipped
-    slurm_jobs["generate"] = report.slurm_jobs
+    with _stage("generate", seconds):
+        report = run_generation(plan.generation, plan.events, executor=executor, progress=progress)
+    skipped["generate"], slurm_jobs["generate"] = report.chunks_skipped, report.slurm_jobs
     echo(report.format())
 
-    t0 = time.perf_counter()
     every = [*plan.models.values(), *plan.auc_models.values()]
     skipped["train"] = sum(is_done(m.folder, m.address) for m in every)
-    records = run_train(every, plan.events, executor, progress=progress, echo=echo)
-    seconds["train"] = time.perf_counter() - t0
+    with _stage("train", seconds):
+        records = run_train(every, plan.events, executor, progress=progress, echo=echo)
 
-    t0 = time.perf_counter()
     items = list(plan.templates.values())
     skipped["templates"] = sum(is_done(t.folder, t.address) for t in items)
-    trecords = run_templates(items, plan.events, executor, progress=progress)
-    seconds["templates"] = time.perf_counter() - t0
+    with _stage("templates", seconds):
+        trecords = run_templates(items, plan.events, executor, progress=progress)
     for (est, sm), t in plan.templates.items():
         info = trecords[t.address]["info"]
         if est == "phi_star":
             echo(f"templates [phi_star/{sm}]: a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
 
-    t0 = time.perf_counter()
-    skipped["toys"], slurm_jobs["toys"] = run_toys(plan.cells, executor, progress=progress)
-    seconds["toys"] = time.perf_counter() - t0
+    with _stage("toys", seconds):
+        skipped["toys"], slurm_jobs["toys"] = run_toys(plan.cells, executor, progress=progress)
 
-    t0 = time.perf_counter()
-    attrs = {"study": study.name, "job": study.to_json(), "events": plan.events,
-             "event_store_fingerprint": plan.events_address, "addresses": plan.addresses(),
-             "stage_versions": stages.VERSIONS, "poi": study.poi.name, "components": list(study.components),
-             "models": {k: m.folder for k, m in plan.models.items()},
-             "templates": {"/".join(k): t.folder for k, t in plan.templates.items()}}
-    ds, templates = aggregate_toys({k: t.folder for k, t in plan.templates.items()}, plan.cells,
-                                   alphas=list(study.toys.alpha), n_events=list(study.toys.n_events),
-                                   n_toys=study.toys.n_toys, seed=study.seed, path=plan.results, attrs=attrs)
-    seconds["aggregate"] = time.perf_counter() - t0
+    with _stage("aggregate", seconds):
+        attrs = {"study": study.name, "job": study.to_json(), "events": plan.events,
+                 "event_store_fingerprint": plan.events_address, "addresses": plan.addresses(),
+                 "stage_versions": stages.VERSIONS, "poi": study.poi.name, "components": list(study.components),
+                 "models": {k: m.folder for k, m in plan.models.items()},
+                 "templates": {"/".join(k): t.folder for k, t in plan.templates.items()}}
+        ds, templates = aggregate_toys({k: t.folder for k, t in plan.templates.items()}, plan.cells,
+                                       alphas=list(study.toys.alpha), n_events=list(study.toys.n_events),
+                                       n_toys=study.toys.n_toys, seed=study.seed, path=plan.results, attrs=attrs)
     if bool(ds["pool_smaller_than_needed"].any()):
         start, stop = plan.generation.layout.split_ranges()["test"]
         pools = " + ".join(f"{stop - start} {c}" for c in study.components)
         notes.append(f"{ds.attrs['pool_reuse_note']} (test pools of {pools} events); "
                      "enlarge generate.events.test for independent toys")
 
-    t0 = time.perf_counter()
-    table, figures = write_report(ds, plan.report, templates=templates)
-    auc = auc_table({k.removeprefix("auc:"): records[k] for k in plan.auc_models},
-                    smearing=study.auc_study.smearing if study.auc_study else "none")
-    if auc:
-        with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
-            f.write(auc + "\n")
-        table = table + "\n\n" + auc
-    seconds["report"] = time.perf_counter() - t0
+    with _stage("report", seconds):
+        table, figures = write_report(ds, plan.report, templates=templates)
+        auc = auc_table({k.removeprefix("auc:"): records[k] for k in plan.auc_models},
+                        smearing=study.auc_study.smearing if study.auc_study else "none")
+        if auc:
+            with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
+                f.write(auc + "\n")
+            table = table + "\n\n" + auc
     training = {k: records[k] for k in plan.models}
     slurm_jobs["train"] = tuple(sorted({r["info"]["worker"]["slurm_job_id"] for r in training.values()
                                         if r["info"]["worker"].get("slurm_job_id")}))
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
                         seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training)
+
+
+@contextlib.contextmanager
+def _stage(name: str, seconds: dict[str, float]):
+    """Time one stage; an unexpected error on the client side says which stage it came from."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    except (HpcmixError, TaskFailedError):
+        raise
+    except Exception as err:
+        raise TaskFailedError(name, None, err) from err
+    seconds[name] = time.perf_counter() - t0
 
 
 def _link_results(plan: StudyPlan) -> str:

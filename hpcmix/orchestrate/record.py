@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import HpcmixError
 from ..study.model import to_jsonable
 
 DONE_FILE = "done.json"
@@ -23,7 +24,7 @@ DONE_FILE = "done.json"
 RECORD_FORMAT = 1
 
 
-class RecordError(ValueError):
+class RecordError(HpcmixError, ValueError):
     """A folder's done.json is missing, unreadable, or written by an incompatible hpcmix."""
 
 

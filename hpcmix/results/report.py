@@ -56,20 +56,31 @@ def _template_figures(ds: xr.Dataset, out: str, templates) -> list[str]:
     return paths
 
 
+def _hist_range(x: np.ndarray) -> tuple[float, float]:
+    """The values' range, widened where it is too narrow for 50 finite bins (toys all on one limit)."""
+    lo, hi = float(x.min()), float(x.max())
+    if hi - lo < 1e-6 * max(1.0, abs(lo), abs(hi)):
+        lo, hi = lo - 5e-4, hi + 5e-4
+    return lo, hi
+
+
 def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
     paths = []
     for n in ds["n_events"].values:
         for m in ds["estimator"].values:
             for s in ds["smearing"].values:
                 fig, ax = plt.subplots(figsize=(5.5, 4))
+                drawn = 0
                 for a in ds["alpha"].values:
                     x = ds["alpha_hat"].sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n}).values
                     x = x[np.isfinite(x)]
                     if x.size < 2:
                         continue
+                    drawn += 1
                     c = summ.sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n})
                     mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
-                    _, edges, patches = ax.hist(x, bins=50, histtype="step", label=f"alpha = {a:g}")
+                    _, edges, patches = ax.hist(x, bins=50, range=_hist_range(x), histtype="step",
+                                                label=f"alpha = {a:g}")
                     if np.isfinite(sig) and sig > 0:
                         grid = np.linspace(edges[0], edges[-1], 300)
                         ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),
@@ -78,7 +89,11 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
                 ax.set_xlabel("alpha_hat")
                 ax.set_ylabel("test sets")
                 ax.set_title(f"{m}, {s}, N = {int(n)}")
-                ax.legend(fontsize=7)
+                if drawn:
+                    ax.legend(fontsize=7)
+                else:
+                    ax.text(0.5, 0.5, "fewer than 2 finite alpha_hat per alpha", ha="center",
+                            transform=ax.transAxes)
                 p = os.path.join(out, f"alpha_hat_{_safe(m)}_{_safe(s)}_N{int(n)}.png")
                 fig.savefig(p, dpi=110, bbox_inches="tight")
                 plt.close(fig)
@@ -92,7 +107,7 @@ def _lr_figure(ds: xr.Dataset, out: str) -> list[str]:
     for m in ds["estimator"].values:
         for s in ds["smearing"].values:
             lr = ds["lr_stat"].sel({"estimator": m, "smearing": s}).values.ravel()
-            lr = lr[np.isfinite(lr)]
+            lr = lr[np.isfinite(lr) & (lr >= bins[0]) & (lr <= bins[-1])]
             if lr.size:
                 ax.hist(lr, bins=bins, density=True, histtype="step", label=f"{m}, {s}")
     g = np.linspace(0.02, 8, 300)

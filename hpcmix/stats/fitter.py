@@ -97,9 +97,18 @@ def _validate_shapes(p_a, p_h, mask):
     return p_a, p_h, n_events
 
 
+def _floor(ext, density_floor) -> float:
+    """The smallest density kept: relative to the largest one, and never zero.
+
+    When every density is zero (a template that vanishes on the whole test pool) the
+    smallest normal float is the floor, so each ratio is 1 and ln L is flat, not NaN.
+    """
+    return max(density_floor * max(ext[1], ext[3]), np.finfo(float).tiny)
+
+
 def _values_clean(ext, density_floor) -> bool:
     """ext = (min p_a, max p_a, min p_h, max p_h): finite, non-negative and above the floor."""
-    return bool(np.all(np.isfinite(ext)) and min(ext[0], ext[2]) >= density_floor * max(ext[1], ext[3]))
+    return bool(np.all(np.isfinite(ext)) and min(ext[0], ext[2]) >= _floor(ext, density_floor))
 
 
 def _check_values(p_a, p_h, density_floor, *, stacklevel=2):
@@ -109,7 +118,7 @@ def _check_values(p_a, p_h, density_floor, *, stacklevel=2):
         raise ValueError("p_a / p_h contain NaN or inf at unmasked events; densities must be finite")
     if ext[0] < 0 or ext[2] < 0:
         raise ValueError("p_a / p_h contain negative densities; template densities must be >= 0")
-    floor = density_floor * max(ext[1], ext[3])
+    floor = _floor(ext, density_floor)
     if ext[0] < floor or ext[2] < floor:
         low = (p_a < floor) | (p_h < floor)
         warnings.warn(

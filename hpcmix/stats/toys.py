@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToyDraw", "draw_toys", "toy_seed"]
+__all__ = ["ToyDraw", "draw_toys", "toy_composition", "toy_seed"]
 
 
 def _words(value) -> list[int]:
@@ -143,6 +143,15 @@ def _distinct_rows(pool: int, k: np.ndarray, width: int, rng: np.random.Generato
     return out
 
 
+def toy_composition(rng: np.random.Generator, *, alpha: float, n_events: int, n_toys: int) -> np.ndarray:
+    """A events per toy, Binomial(N, alpha): the first draw of a toy batch's stream.
+
+    The plan calls it with the batch's own seed to check the test pools before any
+    toy runs (hpcmix.orchestrate.checks), so it must stay the first use of ``rng``.
+    """
+    return rng.binomial(int(n_events), float(alpha), size=int(n_toys))
+
+
 def draw_toys(n_pool_a: int, n_pool_h: int, *, alpha: float, n_events: int, n_toys: int,
               rng: np.random.Generator) -> ToyDraw:
     """Draw ``n_toys`` toys of ``n_events`` events with Binomial(N, alpha) A events each.
@@ -163,7 +172,7 @@ def draw_toys(n_pool_a: int, n_pool_h: int, *, alpha: float, n_events: int, n_to
         raise ValueError("pool sizes must be >= 0")
     if not isinstance(rng, np.random.Generator):
         raise ValueError("rng must be a numpy Generator (use toy_seed(...))")
-    n_a = rng.binomial(n_events, alpha, size=n_toys)
+    n_a = toy_composition(rng, alpha=alpha, n_events=n_events, n_toys=n_toys)
     n_h = n_events - n_a
     if n_a.max() > n_pool_a:
         raise ValueError(f"A pool has {n_pool_a} events but a toy needs {n_a.max()} distinct A events; "

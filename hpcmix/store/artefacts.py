@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import __version__
+from ..errors import HpcmixError
 
 if TYPE_CHECKING:  # hpcmix.stats (scipy) is imported on first use: the event store does not need it
     from ..stats.fitter import MixtureFit
@@ -120,7 +121,7 @@ _FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_
 _KINDS = {"templates": ("phi_star", "kde"), "toy_batch": ("toy_batch",), "test_pool": ("test_pool",)}
 
 
-class ArtefactFormatError(ValueError):
+class ArtefactFormatError(HpcmixError, ValueError):
     """A stage artefact this hpcmix does not read: an old pickle, another format, or bad meta."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
+from ..errors import HpcmixError
 from ..physics.layout import P4, PARTICLES, TAUS, XYZ
 
 STORE_FORMAT = 1
@@ -28,7 +29,7 @@ EVENT_ARRAYS = ("truth_p4", "truth_vertex", "features", "features_smeared")
 CHUNK_ARRAYS = ("cutflow", "pythia_seed", "sigma_gen", "sigma_err", "seconds", "digest", "chunk_done")
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(HpcmixError, ValueError):
     """An existing store was made with other settings than the ones asked for."""
 
 

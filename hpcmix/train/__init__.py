@@ -10,6 +10,7 @@ import importlib
 
 from .metrics import roc_auc
 from .settings import ClassifierSettings
+from .split import split_indices
 from .standardise import Standardiser
 
 _LAZY = {
@@ -31,4 +32,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClassifierSettings", "Standardiser", "roc_auc", *_LAZY]
+__all__ = ["ClassifierSettings", "Standardiser", "roc_auc", "split_indices", *_LAZY]

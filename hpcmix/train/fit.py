@@ -32,6 +32,7 @@ from .device import Device, detect_device
 from .metrics import roc_auc
 from .model import build_model
 from .settings import ClassifierSettings
+from .split import split_indices
 from .standardise import CHUNK_ROWS, Standardiser
 
 log = logging.getLogger(__name__)
@@ -135,16 +136,6 @@ def _check_inputs(x, y, feature_names) -> tuple[np.ndarray, np.ndarray, tuple[st
     if labels.size < 2:
         raise ValueError("the training set must hold both H (0) and A (1) events")
     return x, y.astype(np.int32), names
-
-
-def split_indices(n: int, validation_fraction: float, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded shuffle of ``range(n)``; the last ``round(fraction * n)`` are validation."""
-    n_val = int(round(validation_fraction * n))
-    n_val = min(max(n_val, 1), n - 1)
-    if n < 2:
-        raise ValueError("need at least 2 events to split off a validation set")
-    perm = np.random.default_rng(seed).permutation(n)
-    return perm[: n - n_val], perm[n - n_val :]
 
 
 # ---------------------------------------------------------------------------

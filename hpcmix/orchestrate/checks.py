@@ -1,0 +1,202 @@
+"""Plan-time checks of settings that couple fields, so no stage finds them hours later.
+
+Each field is checked alone when the study is resolved (hpcmix.study.resolve); what is
+checked here needs several fields at once, or the plan itself (chunk-rounded split sizes,
+the toys' seeds). :func:`check_plan` raises one :class:`PlanError` listing every problem,
+each naming its fields, their values and what would work, and returns notes on legal but
+wasteful combinations for the plan's description.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..schema import ConfigError
+
+if TYPE_CHECKING:
+    from .pipeline import StudyPlan
+    from .stages.toys import Cell
+    from .stages.train import Model
+
+__all__ = ["MAX_TASKS_PER_STAGE", "MIN_KDE_EVENTS", "PlanError", "check_plan", "check_task_counts",
+           "toy_pool_problems", "training_split_problems"]
+
+#: tasks one stage may hand the scheduler: Dask keeps ~1 kB and ~1 ms of scheduler time per
+#: task, so far more tasks cost more than they compute (and planning them costs memory)
+MAX_TASKS_PER_STAGE = 200_000
+#: toys whose composition the pool check draws exactly; beyond, a binomial tail bound
+EXACT_TOYS_MAX = 2_000_000
+
+#: a KDE template needs two values to have a width (hpcmix.stats.templates.KDETemplate)
+MIN_KDE_EVENTS = 2
+#: training/validation parts larger than this cannot hold one class alone (p < 2^-63)
+EXACT_SPLIT_ABOVE = 64
+#: a toy task above this many bytes of per-event arrays gets a note (toys.batch_size)
+TOY_TASK_NOTE_BYTES = 2 * 2**30
+#: bytes per fitted event in a toy task: densities, weights and the fitter's buffers (float64)
+TOY_BYTES_PER_EVENT = 8 * 6
+
+
+class PlanError(ConfigError):
+    """The settings are valid one by one but cannot run together."""
+
+
+def check_task_counts(study) -> None:
+    """Refuse task counts the scheduler cannot carry, before the plan lays out every task."""
+    problems = []
+    g, t = study.generate, study.toys
+    chunks = len(study.components) * sum(math.ceil(n / g.chunk_size) for n in g.events.values())
+    if chunks > MAX_TASKS_PER_STAGE:
+        problems.append(f"generate.events ({dict(g.events)}) in chunks of generate.chunk_size = {g.chunk_size} "
+                        f"make {chunks:,} generation tasks, more than the {MAX_TASKS_PER_STAGE:,} a stage may "
+                        "schedule: raise generate.chunk_size")
+    n_templates = len(t.estimators) * len(study.smearing.variants)
+    toy_tasks = n_templates * len(t.alpha) * len(t.n_events) * math.ceil(t.n_toys / t.batch_size)
+    if toy_tasks > MAX_TASKS_PER_STAGE:
+        problems.append(f"toys.n_toys = {t.n_toys} in batches of toys.batch_size = {t.batch_size} over "
+                        f"{n_templates * len(t.alpha) * len(t.n_events)} cells make {toy_tasks:,} toy tasks, more "
+                        f"than the {MAX_TASKS_PER_STAGE:,} a stage may schedule: raise toys.batch_size")
+    if problems:
+        raise PlanError(f"{study.source}: the settings cannot run together:\n  - " + "\n  - ".join(problems))
+
+
+def check_plan(plan: StudyPlan) -> tuple[str, ...]:
+    """Raise :class:`PlanError` naming every problem of ``plan``; return its notes (may be empty)."""
+    study, layout = plan.study, plan.generation.layout
+    sizes = {split: stop - start for split, (start, stop) in layout.split_ranges().items()}
+    problems: list[str] = []
+    notes: list[str] = []
+
+    chunk = layout.chunk_size
+    rounded = [f"{split} {study.generate.events[split]} -> {sizes[split]}" for split in sizes
+               if sizes[split] != study.generate.events[split]]
+    if rounded:
+        notes.append(f"generate.events are filled in whole chunks of generate.chunk_size = {chunk}: "
+                     f"{', '.join(rounded)} events per component")
+
+    for label, m in {**plan.models, **plan.auc_models}.items():
+        field = "auc_study.classifier.{}" if label.startswith("auc:") else "classifier.{}"
+        p, n = training_split_problems(m, sizes["train"], field=field)
+        problems += p
+        notes += n
+
+    kde = [k for k in plan.templates if k[0] == "nn"]
+    if kde and sizes["template"] < MIN_KDE_EVENTS:
+        problems.append(f"generate.events.template = {study.generate.events['template']} gives "
+                        f"{sizes['template']} template event(s) per component, but the nn estimator's KDE "
+                        f"templates need at least {MIN_KDE_EVENTS}: raise generate.events.template")
+
+    pools = {c: sizes["test"] for c in study.components}
+    p, n = toy_pool_problems(plan.cells, pools, zero=study.pair[0], one=study.pair[1],
+                             test_field=f"generate.events.test = {study.generate.events['test']}")
+    problems += p
+    notes += n
+
+    per_task = min(study.toys.batch_size, study.toys.n_toys)
+    biggest = per_task * max(study.toys.n_events) * TOY_BYTES_PER_EVENT
+    if biggest > TOY_TASK_NOTE_BYTES:
+        notes.append(f"a toy task at N = {max(study.toys.n_events)} holds about {biggest / 2**30:.1f} GiB "
+                     f"({per_task} toys, toys.batch_size = {study.toys.batch_size}); lower toys.batch_size if "
+                     "workers have less memory")
+
+    if problems:
+        raise PlanError(f"{study.source}: the settings cannot run together:\n  - " + "\n  - ".join(problems))
+    return tuple(notes)
+
+
+def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.{}") -> tuple[list[str], list[str]]:
+    """Both components in the training and in the validation part of the seeded split.
+
+    ``field`` spells a classifier setting the way the user gives it (``"--set {}"`` on the CLI).
+
+    The split is the one training will make (hpcmix.train.split.split_indices, same seed),
+    so the check is exact: early stopping and the validation ROC AUC need H and A events.
+    Parts of more than EXACT_SPLIT_ABOVE events are not shuffled here: one class alone
+    there has a probability below 2^-63.
+    """
+    from ..train.split import split_indices, validation_size
+
+    s, problems, notes = m.settings, [], []
+    n = 2 * n_train
+    zero, one = m.components
+    if n < 4:
+        return [f"{n_train} train event(s) per component cannot be split into training and validation "
+                f"events of both {zero} and {one}: raise generate.events.train to at least 2"], []
+    n_val = validation_size(n, s.validation_fraction)
+    n_fit = n - n_val
+    parts = ()
+    if min(n_val, n_fit) <= EXACT_SPLIT_ABOVE:
+        train_idx, val_idx = split_indices(n, s.validation_fraction, s.seed)
+        parts = (("validation", val_idx), ("training", train_idx))
+    for part, idx in parts:
+        has_one = int(np.count_nonzero(idx >= n_train))  # labels: the first n_train events are `zero`
+        if has_one == 0 or has_one == idx.size:
+            holds = one if has_one else zero
+            problems.append(
+                f"{field.format('validation_fraction')} = {s.validation_fraction} of 2 x {n_train} train events gives "
+                f"{idx.size} {part} event(s), all {holds} (split seed {s.seed}); training needs {zero} and {one} "
+                "events in both parts: raise generate.events.train, or move "
+                f"{field.format('validation_fraction')} towards 0.5")
+    if s.batch_size > n_fit:
+        notes.append(f"{field.format('batch_size')} = {s.batch_size} exceeds the {n_fit} training events of model "
+                     f"{m.label!r}: one update per epoch")
+    return problems, notes
+
+
+def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: str, one: str,
+                      test_field: str = "the test split") -> tuple[list[str], list[str]]:
+    """Every planned toy fits in the test pools: no event may appear twice in one toy.
+
+    The composition of each toy is the first draw of its batch's seeded stream
+    (hpcmix.stats.toys.toy_composition), so this is exactly what the toys stage will need;
+    cells with N no larger than either pool cannot fail and are not drawn, and beyond
+    EXACT_TOYS_MAX toys a binomial tail bound (exceeded with probability < 1e-9) stands in.
+    """
+    from scipy import stats
+
+    from ..stats.toys import toy_composition, toy_seed
+
+    cells = list(cells)
+    need: dict[tuple[float, int], list[int]] = {}       # (alpha, N) -> [max A, max H] over cells and batches
+    use: dict[tuple[float, int], float] = {}
+    exact = sum(sum(c.batches) for c in cells) <= EXACT_TOYS_MAX
+    for c in cells:
+        n_toys = sum(c.batches)
+        # mean uses of one pool event: toys x N x share / pool, the larger of the two components
+        use[(c.alpha, c.n_events)] = n_toys * c.n_events * max(c.alpha / max(pools[one], 1),
+                                                               (1 - c.alpha) / max(pools[zero], 1))
+        top = need.setdefault((c.alpha, c.n_events), [0, 0])
+        if c.n_events <= min(pools[one], pools[zero]):
+            continue  # no toy can need more events of one component than it has in all
+        if exact:
+            for b, size in enumerate(c.batches):
+                rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, b)
+                n_a = toy_composition(rng, alpha=c.alpha, n_events=c.n_events, n_toys=size)
+                top[0] = max(top[0], int(n_a.max()))
+                top[1] = max(top[1], int(c.n_events - n_a.min()))
+        else:
+            # too many toys to draw here: the count that any of them exceeds with probability < 1e-9
+            p = 1e-9 / n_toys
+            top[0] = max(top[0], int(stats.binom.isf(p, c.n_events, c.alpha)) + 1)
+            top[1] = max(top[1], int(stats.binom.isf(p, c.n_events, 1 - c.alpha)) + 1)
+    problems = []
+    for (alpha, n_events), (max_one, max_zero) in sorted(need.items()):
+        short = [(k, c) for k, c in ((max_one, one), (max_zero, zero)) if k > pools[c]]
+        if short:
+            what = " and ".join(f"{k} distinct {c} events (the {c} test pool holds {pools[c]})" for k, c in short)
+            problems.append(
+                f"toys.n_events = {n_events} at toys.alpha = {alpha:g} needs up to {what} in one toy "
+                f"({test_field}): raise generate.events.test to at least {max(k for k, _ in short)}, "
+                f"or keep toys.n_events <= {min(pools[zero], pools[one])}")
+    notes = []
+    if use:
+        (alpha, n_events), worst = max(use.items(), key=lambda kv: kv[1])
+        if worst > 1:
+            notes.append(f"toys reuse test-pool events: at toys.alpha = {alpha:g}, toys.n_events = {n_events} "
+                         f"an event is in about {worst:.0f} toys of its cell on average, so the toys are "
+                         f"correlated; raise generate.events.test for independent toys")
+    return problems, notes

@@ -85,3 +85,65 @@ def test_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         draw_toys(100, 100, **args)
+
+
+# -- K components ----------------------------------------------------------------------------
+def test_mixture_toys_have_multinomial_composition_and_no_event_twice():
+    from hpcmix.stats.toys import draw_mixture_toys
+
+    fractions = {"A": 0.35, "H": 0.15, "Z": 0.4, "tt": 0.1}
+    pools = {"A": 400, "H": 300, "Z": 500, "tt": 60}
+    d = draw_mixture_toys(pools, fractions, n_events=50, n_toys=20000, rng=toy_seed(11))
+    f = np.array(list(fractions.values()))
+    assert d.counts.shape == (20000, 4) and np.all(d.counts.sum(axis=1) == 50)
+    # multinomial mean N f and covariance N (diag(f) - f f^T)
+    assert np.all(np.abs(d.counts.mean(axis=0) - 50 * f) < 4 * np.sqrt(50 * f / 20000))
+    cov = np.cov(d.counts.T)
+    np.testing.assert_allclose(cov, 50 * (np.diag(f) - np.outer(f, f)), atol=0.25)
+    for k, c in enumerate(fractions):
+        here = d.component == k
+        assert np.all(here.sum(axis=1) == d.counts[:, k])
+        assert d.index[here].max() < pools[c] and d.uses[c].sum() == d.counts[:, k].sum()
+        # no pool event twice within one toy: sort each toy's positions of this component
+        pos = np.where(here, d.index, -1 - np.arange(50)[None, :])
+        srt = np.sort(pos, axis=1)
+        assert not np.any((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0))
+
+
+def test_mixture_toys_gather_densities_by_event_component():
+    from hpcmix.stats.toys import draw_mixture_toys
+
+    pools = {"A": 30, "H": 20, "Z": 25}
+    d = draw_mixture_toys(pools, {"A": 0.5, "H": 0.3, "Z": 0.2}, n_events=12, n_toys=40, rng=toy_seed(5))
+    # density[(event component, template)] = 1000 * event's component code + 10 * template code + position/100
+    code = {c: i for i, c in enumerate(pools)}
+    dens = {(e, t): 1000 * code[e] + 10 * code[t] + np.arange(pools[e]) / 100 for e in pools for t in pools}
+    m = d.gather_densities(dens, ("H", "A", "Z"))
+    assert m.shape == (40, 12, 3)
+    np.testing.assert_array_equal(np.floor(m[..., 0] / 1000), d.component)          # event's component
+    np.testing.assert_allclose(m[..., 1] - m[..., 0], 10 * (code["A"] - code["H"]))  # template column
+    np.testing.assert_allclose(np.round((m[..., 0] % 10) * 100), d.index)           # pool position
+
+
+def test_two_component_mixture_toys_are_the_binomial_toys():
+    from hpcmix.stats.toys import draw_mixture_toys
+
+    a = draw_toys(300, 200, alpha=0.7, n_events=40, n_toys=500, rng=toy_seed(9, "c", "d", 0.7, 40, 2))
+    m = draw_mixture_toys({"A": 300, "H": 200}, {"A": 0.7, "H": 0.3}, n_events=40, n_toys=500,
+                          rng=toy_seed(9, "c", "d", 0.7, 40, 2))
+    np.testing.assert_array_equal(a.index, m.index)
+    np.testing.assert_array_equal(a.n_a, m.counts[:, 0])
+
+
+@pytest.mark.parametrize("pools, fractions, match", [
+    ({"A": 10, "H": 10}, {"A": 0.5, "H": 0.6}, "sum to 1"),
+    ({"A": 10, "H": 10}, {"A": 1.2, "H": -0.2}, ">= 0"),
+    ({"A": 10}, {"A": 0.5, "H": 0.5}, "no test pool"),
+    ({"A": 10}, {"A": 1.0}, "at least two"),
+    ({"A": 30, "H": 2}, {"A": 0.5, "H": 0.5}, "H pool has 2 events"),
+])
+def test_mixture_toys_refuse_bad_input(pools, fractions, match):
+    from hpcmix.stats.toys import draw_mixture_toys
+
+    with pytest.raises(ValueError, match=match):
+        draw_mixture_toys(pools, fractions, n_events=20, n_toys=50, rng=toy_seed(1))

@@ -1,7 +1,14 @@
-"""Statistics of the mixture study: templates, the vectorised mixture fitter, toys, Cramer-Rao."""
+"""Statistics of the mixture study: templates, the vectorised fitters (one fraction, K fractions), toys, Cramer-Rao."""
 
-from .cramer_rao import cramer_rao_bound, fisher_information
+from .cramer_rao import (
+    FractionBound,
+    cramer_rao_bound,
+    fisher_information,
+    fraction_cramer_rao_bound,
+    fraction_fisher_information_on_grid,
+)
 from .fitter import MixtureFit, ZeroDensityWarning, fit_mixture, mixture_log_likelihood
+from .fractions import FractionFit, fit_fractions, fraction_log_likelihood
 from .templates import (
     AnalyticTemplates,
     KDETemplate,
@@ -11,10 +18,13 @@ from .templates import (
     Template,
     fit_phi_star_templates,
 )
-from .toys import ToyDraw, draw_toys, toy_seed
+from .toys import MixtureDraw, ToyDraw, draw_mixture_toys, draw_toys, toy_counts, toy_seed
 
 __all__ = [
     "AnalyticTemplates",
+    "FractionBound",
+    "FractionFit",
+    "MixtureDraw",
     "KDETemplate",
     "KDETemplates",
     "MixtureFit",
@@ -24,10 +34,16 @@ __all__ = [
     "ToyDraw",
     "ZeroDensityWarning",
     "cramer_rao_bound",
+    "draw_mixture_toys",
     "draw_toys",
     "fisher_information",
+    "fit_fractions",
     "fit_mixture",
     "fit_phi_star_templates",
+    "fraction_cramer_rao_bound",
+    "fraction_fisher_information_on_grid",
+    "fraction_log_likelihood",
     "mixture_log_likelihood",
+    "toy_counts",
     "toy_seed",
 ]

@@ -9,11 +9,12 @@ the pools are smaller than the toys need; ``ToyDraw`` records how much.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ToyDraw", "draw_toys", "toy_composition", "toy_seed"]
+__all__ = ["MixtureDraw", "ToyDraw", "draw_mixture_toys", "draw_toys", "toy_composition", "toy_counts", "toy_seed"]
 
 
 def _words(value) -> list[int]:
@@ -152,41 +153,157 @@ def toy_composition(rng: np.random.Generator, *, alpha: float, n_events: int, n_
     return rng.binomial(int(n_events), float(alpha), size=int(n_toys))
 
 
+def toy_counts(rng: np.random.Generator, fractions, *, n_events: int, n_toys: int) -> np.ndarray:
+    """Events per component per toy, (n_toys, K): Multinomial(N, fractions) as sequential binomials.
+
+    Component k gets Binomial(N - earlier counts, f_k / (1 - earlier fractions)); the last
+    gets the rest. The first draw is :func:`toy_composition`'s, so two components reproduce
+    the paper's Binomial(N, alpha) toys exactly, stream included.
+    """
+    f = np.asarray(fractions, dtype=float)
+    counts = np.empty((int(n_toys), f.size), dtype=np.int64)
+    left = np.full(int(n_toys), int(n_events), dtype=np.int64)
+    rest = 1.0
+    for k in range(f.size - 1):
+        p = min(max(f[k] / rest, 0.0), 1.0) if rest > 0 else 0.0
+        counts[:, k] = (toy_composition(rng, alpha=p, n_events=n_events, n_toys=n_toys) if k == 0
+                        else rng.binomial(left, p))
+        left -= counts[:, k]
+        rest -= f[k]
+    counts[:, -1] = left
+    return counts
+
+
+@dataclass(frozen=True)
+class MixtureDraw:
+    """Which pool events make up each toy, for K components.
+
+    components: the draw order; index: (n_toys, N) positions in the pool of ``component``
+    (codes into ``components``), each toy's events grouped by component in that order;
+    counts: (n_toys, K); uses: {component: how many toys used each of its pool events}.
+    """
+
+    components: tuple[str, ...]
+    index: np.ndarray
+    component: np.ndarray
+    counts: np.ndarray
+    uses: Mapping[str, np.ndarray]
+
+    @property
+    def n_toys(self) -> int:
+        return self.index.shape[0]
+
+    @property
+    def n_events(self) -> int:
+        return self.index.shape[1]
+
+    @property
+    def max_uses(self) -> int:
+        return int(max((u.max(initial=0) for u in self.uses.values()), default=0))
+
+    @property
+    def mean_uses(self) -> float:
+        total = sum(int(u.sum()) for u in self.uses.values())
+        return float(total / max(sum(u.size for u in self.uses.values()), 1))
+
+    @property
+    def pool_smaller_than_needed(self) -> bool:
+        return any(u.sum() > u.size for u in self.uses.values())
+
+    def note(self) -> str:
+        """One line for outputs: how much the pools were reused."""
+        need = sum(int(u.sum()) for u in self.uses.values())
+        pool = sum(u.size for u in self.uses.values())
+        sizes = " + ".join(f"{u.size} {c}" for c, u in self.uses.items())
+        msg = (f"{self.n_toys} toys x N={self.n_events} used {need} events from pools of {sizes}; "
+               f"mean uses per pool event {self.mean_uses:.2f}, max {self.max_uses}")
+        if self.pool_smaller_than_needed:
+            msg += f" - pool smaller than the toys need ({pool} < {need}): toys are not independent"
+        return msg
+
+    def gather(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per-toy values (n_toys, N) from per-pool-event arrays, one per component."""
+        out = None
+        for k, c in enumerate(self.components):
+            v = np.asarray(values[c])
+            if v.shape[0] != self.uses[c].size:
+                raise ValueError(f"values for {c} must have one entry per pool event ({self.uses[c].size}), "
+                                 f"got {v.shape[0]}")
+            here = self.component == k
+            picked = v[np.where(here, self.index, 0)]
+            out = picked if out is None else np.where(here, picked, out)
+        return out
+
+    def gather_densities(self, density: Mapping[tuple[str, str], np.ndarray], order) -> np.ndarray:
+        """(n_toys, N, K): template density of every component in ``order`` at every toy event.
+
+        ``density[(event component, template component)]`` holds one value per pool event
+        (hpcmix.store.artefacts.PoolDensities.density).
+        """
+        return np.stack([self.gather({c: density[(c, t)] for c in self.components}) for t in order], axis=-1)
+
+
+def draw_mixture_toys(pools: Mapping[str, int], fractions: Mapping[str, float], *, n_events: int, n_toys: int,
+                      rng: np.random.Generator) -> MixtureDraw:
+    """Draw ``n_toys`` toys of ``n_events`` events with Multinomial(N, fractions) composition.
+
+    ``fractions`` (their order is the draw order) must be >= 0 and sum to 1; ``pools`` gives
+    each component's test-pool size. No pool event appears twice within one toy; a pool
+    smaller than the events of its component one toy needs is a ValueError.
+    """
+    names = tuple(fractions)
+    f = np.array([float(fractions[c]) for c in names])
+    if len(names) < 2:
+        raise ValueError(f"a mixture needs at least two components, got {list(names)}")
+    missing = [c for c in names if c not in pools]
+    if missing:
+        raise ValueError(f"no test pool for component(s) {missing}; pools: {list(pools)}")
+    if np.any(~np.isfinite(f)) or np.any(f < 0) or abs(f.sum() - 1.0) > 1e-9:
+        raise ValueError(f"toy fractions must be >= 0 and sum to 1, got {dict(zip(names, f.tolist()))}")
+    if int(n_events) != n_events or n_events < 1:
+        raise ValueError(f"n_events must be an integer >= 1 (an empty toy cannot be fitted), got {n_events}")
+    if int(n_toys) != n_toys or n_toys < 1:
+        raise ValueError(f"n_toys must be an integer >= 1, got {n_toys}")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError("rng must be a numpy Generator (use toy_seed(...))")
+    n_events, n_toys = int(n_events), int(n_toys)
+    sizes = {c: int(pools[c]) for c in names}
+    if any(n < 0 for n in sizes.values()):
+        raise ValueError("pool sizes must be >= 0")
+    counts = toy_counts(rng, f, n_events=n_events, n_toys=n_toys)
+    for k, c in enumerate(names):
+        if counts[:, k].max() > sizes[c]:
+            raise ValueError(f"{c} pool has {sizes[c]} events but a toy needs {counts[:, k].max()} distinct {c} "
+                             "events; enlarge the test pool or lower N")
+    col = np.arange(n_events)[None, :]
+    starts = np.cumsum(counts, axis=1) - counts          # first column of each component per toy
+    index = np.zeros((n_toys, n_events), dtype=np.int64)
+    component = np.zeros((n_toys, n_events), dtype=np.int8)
+    uses = {}
+    for k, c in enumerate(names):
+        rows = _distinct_rows(sizes[c], counts[:, k], n_events, rng)
+        here = (col >= starts[:, k : k + 1]) & (col < starts[:, k : k + 1] + counts[:, k : k + 1])
+        # component k's draws shifted to its columns
+        shifted = np.take_along_axis(rows, np.clip(col - starts[:, k : k + 1], 0, n_events - 1), axis=1)
+        index = np.where(here, shifted, index)
+        component[here] = k
+        uses[c] = np.bincount(index[here], minlength=sizes[c])
+    return MixtureDraw(components=names, index=index, component=component, counts=counts, uses=uses)
+
+
 def draw_toys(n_pool_a: int, n_pool_h: int, *, alpha: float, n_events: int, n_toys: int,
               rng: np.random.Generator) -> ToyDraw:
     """Draw ``n_toys`` toys of ``n_events`` events with Binomial(N, alpha) A events each.
 
     Returns pool positions per toy (``ToyDraw.index`` with ``is_a``) and reuse counts.
     Raises ValueError for alpha outside [0, 1], N < 1, n_toys < 1, or a pool smaller than
-    the A (or H) events one toy needs (no event may appear twice in one toy).
+    the A (or H) events one toy needs (no event may appear twice in one toy). The
+    two-component case of :func:`draw_mixture_toys` (A drawn first).
     """
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha for toy generation must lie in [0, 1], got {alpha}")
-    if int(n_events) != n_events or n_events < 1:
-        raise ValueError(f"n_events must be an integer >= 1 (an empty toy cannot be fitted), got {n_events}")
-    if int(n_toys) != n_toys or n_toys < 1:
-        raise ValueError(f"n_toys must be an integer >= 1, got {n_toys}")
-    n_events, n_toys, n_pool_a, n_pool_h = int(n_events), int(n_toys), int(n_pool_a), int(n_pool_h)
-    if n_pool_a < 0 or n_pool_h < 0:
-        raise ValueError("pool sizes must be >= 0")
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError("rng must be a numpy Generator (use toy_seed(...))")
-    n_a = toy_composition(rng, alpha=alpha, n_events=n_events, n_toys=n_toys)
-    n_h = n_events - n_a
-    if n_a.max() > n_pool_a:
-        raise ValueError(f"A pool has {n_pool_a} events but a toy needs {n_a.max()} distinct A events; "
-                         "enlarge the test pool or lower N")
-    if n_h.max() > n_pool_h:
-        raise ValueError(f"H pool has {n_pool_h} events but a toy needs {n_h.max()} distinct H events; "
-                         "enlarge the test pool or lower N")
-    ia = _distinct_rows(n_pool_a, n_a, n_events, rng)
-    ih = _distinct_rows(n_pool_h, n_h, n_events, rng)
-    col = np.arange(n_events)[None, :]
-    is_a = col < n_a[:, None]
-    # A events first, then the H events shifted to follow them
-    ih_shift = np.take_along_axis(ih, np.clip(col - n_a[:, None], 0, n_events - 1), axis=1)
-    index = np.where(is_a, ia, ih_shift)
-    uses_a = np.bincount(index[is_a], minlength=n_pool_a)
-    uses_h = np.bincount(index[~is_a], minlength=n_pool_h)
-    return ToyDraw(index=index, is_a=is_a, n_a=n_a, uses_a=uses_a, uses_h=uses_h)
+    d = draw_mixture_toys({"A": n_pool_a, "H": n_pool_h}, {"A": alpha, "H": 1.0 - alpha}, n_events=n_events,
+                          n_toys=n_toys, rng=rng)
+    return ToyDraw(index=d.index, is_a=d.component == 0, n_a=d.counts[:, 0], uses_a=d.uses["A"],
+                   uses_h=d.uses["H"])

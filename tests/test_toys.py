@@ -115,9 +115,10 @@ def test_mixture_toys_gather_densities_by_event_component():
 
     pools = {"A": 30, "H": 20, "Z": 25}
     d = draw_mixture_toys(pools, {"A": 0.5, "H": 0.3, "Z": 0.2}, n_events=12, n_toys=40, rng=toy_seed(5))
-    # density[(event component, template)] = 1000 * event's component code + 10 * template code + position/100
+    # PoolDensities' layout: density[(template, events of)], one value per pool event of the
+    # event component; here 1000 * event's component code + 10 * template code + position / 100
     code = {c: i for i, c in enumerate(pools)}
-    dens = {(e, t): 1000 * code[e] + 10 * code[t] + np.arange(pools[e]) / 100 for e in pools for t in pools}
+    dens = {(t, e): 1000 * code[e] + 10 * code[t] + np.arange(pools[e]) / 100 for e in pools for t in pools}
     m = d.gather_densities(dens, ("H", "A", "Z"))
     assert m.shape == (40, 12, 3)
     np.testing.assert_array_equal(np.floor(m[..., 0] / 1000), d.component)          # event's component

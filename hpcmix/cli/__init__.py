@@ -44,13 +44,20 @@ def write_traceback(err: BaseException) -> str:
     import time
     import traceback
 
-    folder = os.environ.get("HPCMIX_TRACEBACK_DIR") or tempfile.gettempdir()
-    os.makedirs(folder, exist_ok=True)
-    fd, path = tempfile.mkstemp(prefix=f"hpcmix-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".traceback.txt",
-                                dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(traceback.format_exception(err)))
-    return path
+    text = "".join(traceback.format_exception(err))
+    for folder in (os.environ.get("HPCMIX_TRACEBACK_DIR"), tempfile.gettempdir()):
+        if not folder:
+            continue
+        try:  # an unusable $HPCMIX_TRACEBACK_DIR falls back to the temporary folder
+            os.makedirs(folder, exist_ok=True)
+            fd, path = tempfile.mkstemp(prefix=f"hpcmix-{time.strftime('%Y%m%d-%H%M%S')}-",
+                                        suffix=".traceback.txt", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            return path
+        except OSError:
+            continue
+    return "(nowhere: no writable folder for it)"
 
 
 class HpcmixGroup(click.Group):

@@ -97,14 +97,14 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
     item = templates_stage.item(study, estimator=method, smearing=smearing, events=ev.layout.fingerprint(),
                                 model_address=model_rec.address if method == "nn" else None,
                                 model_folder=model if method == "nn" else None, folder=out)
-    if replace_done_folder(out, item.address, overwrite, "finished templates", "hpcmix templates"):
-        click.echo(f"{out} already holds these templates (address {item.address}); nothing to do")
-    else:
-        click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
     start, stop = ev.layout.split_ranges()["template"]
     if method == "nn" and stop - start < MIN_KDE_EVENTS:
         raise click.UsageError(f"the store's template split has {stop - start} event(s) per sample; KDE templates "
                                f"need at least {MIN_KDE_EVENTS}: generate a store with a larger template split")
+    if replace_done_folder(out, item.address, overwrite, "finished templates", "hpcmix templates"):
+        click.echo(f"{out} already holds these templates (address {item.address}); nothing to do")
+    else:
+        click.echo(f"templates {method} (smearing {smearing}) from {store} -> {out}")
     executor = InProcess() if site is None else site_executor(site)
     try:
         info = run_templates([item], ev.path, executor, progress=False)[item.address]["info"]

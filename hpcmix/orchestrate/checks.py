@@ -103,9 +103,10 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
                      f"({per_task} toys, toys.batch_size = {study.toys.batch_size}); lower toys.batch_size if "
                      "workers have less memory")
 
-    if problems:
-        raise PlanError(f"{study.source}: the settings cannot run together:\n  - " + "\n  - ".join(problems))
-    return tuple(notes)
+    if problems:  # models of several smearing variants share the split: say each problem once
+        raise PlanError(f"{study.source}: the settings cannot run together:\n  - "
+                        + "\n  - ".join(dict.fromkeys(problems)))
+    return tuple(dict.fromkeys(notes))
 
 
 def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.{}") -> tuple[list[str], list[str]]:
@@ -181,8 +182,9 @@ def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: 
         else:
             # too many toys to draw here: the count that any of them exceeds with probability < 1e-9
             p = 1e-9 / n_toys
-            top[0] = max(top[0], int(stats.binom.isf(p, c.n_events, c.alpha)) + 1)
-            top[1] = max(top[1], int(stats.binom.isf(p, c.n_events, 1 - c.alpha)) + 1)
+            # isf(p) is the smallest k with P(X > k) <= p
+            top[0] = max(top[0], min(int(stats.binom.isf(p, c.n_events, c.alpha)), c.n_events))
+            top[1] = max(top[1], min(int(stats.binom.isf(p, c.n_events, 1 - c.alpha)), c.n_events))
     problems = []
     for (alpha, n_events), (max_one, max_zero) in sorted(need.items()):
         short = [(k, c) for k, c in ((max_one, one), (max_zero, zero)) if k > pools[c]]

@@ -1302,11 +1302,12 @@ def fit_fractions(
         rows, inv = np.unique(key, axis=0, return_inverse=True)
         for u, row in enumerate(rows):
             lkey = (sup_key, tuple(spec.num), tuple(spec.den), tuple(spec.fixed), tuple(row))
-            if lkey not in _LIMITS_CACHE:
+            lim = _LIMITS_CACHE.get(lkey)  # one lookup: another thread may clear the cache in between
+            if lim is None:
                 if len(_LIMITS_CACHE) >= 256:
                     _LIMITS_CACHE.clear()
-                _LIMITS_CACHE[lkey] = _alpha_limits_lp(sup, spec, row[:-1], row[-1])
-            limits[inv.ravel() == u] = _LIMITS_CACHE[lkey]
+                lim = _LIMITS_CACHE[lkey] = _alpha_limits_lp(sup, spec, row[:-1], row[-1])
+            limits[inv.ravel() == u] = lim
 
     floor = density_floor * dmax.max()
     low = dmax < floor

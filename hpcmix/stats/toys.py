@@ -161,6 +161,8 @@ def toy_counts(rng: np.random.Generator, fractions, *, n_events: int, n_toys: in
     the paper's Binomial(N, alpha) toys exactly, stream included.
     """
     f = np.asarray(fractions, dtype=float)
+    if f.ndim != 1 or f.size < 2 or np.any(~np.isfinite(f)) or np.any(f < 0) or abs(f.sum() - 1.0) > 1e-9:
+        raise ValueError(f"toy fractions must be >= 0 and sum to 1 over at least two components, got {f.tolist()}")
     counts = np.empty((int(n_toys), f.size), dtype=np.int64)
     left = np.full(int(n_toys), int(n_events), dtype=np.int64)
     rest = 1.0
@@ -237,10 +239,10 @@ class MixtureDraw:
     def gather_densities(self, density: Mapping[tuple[str, str], np.ndarray], order) -> np.ndarray:
         """(n_toys, N, K): template density of every component in ``order`` at every toy event.
 
-        ``density[(event component, template component)]`` holds one value per pool event
-        (hpcmix.store.artefacts.PoolDensities.density).
+        ``density[(template component, event component)]`` holds one value per pool event of the
+        event component: the layout of hpcmix.store.artefacts.PoolDensities.density.
         """
-        return np.stack([self.gather({c: density[(c, t)] for c in self.components}) for t in order], axis=-1)
+        return np.stack([self.gather({c: density[(t, c)] for c in self.components}) for t in order], axis=-1)
 
 
 def draw_mixture_toys(pools: Mapping[str, int], fractions: Mapping[str, float], *, n_events: int, n_toys: int,

@@ -67,30 +67,29 @@ class ToyDraw:
     def n_events(self) -> int:
         return self.index.shape[1]
 
+    def as_mixture(self) -> MixtureDraw:
+        """The same toys as a two-component :class:`MixtureDraw` (A first), for the shared bookkeeping."""
+        return MixtureDraw(components=("A", "H"), index=self.index, component=(~self.is_a).astype(np.int8),
+                           counts=np.column_stack([self.n_a, self.n_events - self.n_a]),
+                           uses={"A": self.uses_a, "H": self.uses_h})
+
     @property
     def mean_uses(self) -> float:
         """Mean number of toys each pool event appears in (A and H pools together)."""
-        return float((self.uses_a.sum() + self.uses_h.sum()) / max(self.uses_a.size + self.uses_h.size, 1))
+        return self.as_mixture().mean_uses
 
     @property
     def max_uses(self) -> int:
-        return int(max(self.uses_a.max(initial=0), self.uses_h.max(initial=0)))
+        return self.as_mixture().max_uses
 
     @property
     def pool_smaller_than_needed(self) -> bool:
         """True when the toys need more events than the pools hold, so events repeat across toys."""
-        return bool(self.uses_a.sum() > self.uses_a.size or self.uses_h.sum() > self.uses_h.size)
+        return self.as_mixture().pool_smaller_than_needed
 
     def note(self) -> str:
         """One line for outputs: how much the pools were reused."""
-        need = int(self.uses_a.sum() + self.uses_h.sum())
-        pool = int(self.uses_a.size + self.uses_h.size)
-        msg = (f"{self.n_toys} toys x N={self.n_events} used {need} events from pools of "
-               f"{self.uses_a.size} A + {self.uses_h.size} H; mean uses per pool event "
-               f"{self.mean_uses:.2f}, max {self.max_uses}")
-        if self.pool_smaller_than_needed:
-            msg += f" - pool smaller than the toys need ({pool} < {need}): toys are not independent"
-        return msg
+        return self.as_mixture().note()
 
     def gather(self, values_a, values_h) -> np.ndarray:
         """Per-toy values (n_toys, N) from per-pool-event arrays (e.g. template densities)."""

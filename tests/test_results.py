@@ -231,3 +231,20 @@ def test_import_hpcmix_registers_the_accessor_without_heavy_imports():
             "print(sorted(m for m in ('tensorflow', 'keras', 'scipy', 'matplotlib', 'pythia8') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_report_on_a_folder_without_results_says_what_to_pass(tmp_path):
+    import zarr
+    from click.testing import CliRunner
+
+    from hpcmix.cli import cli
+    from hpcmix.results import NotResultsError, open_results
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    for path, why in ((empty, "is not a Zarr store of hpcmix results"), (tmp_path / "other.zarr", "no alpha_hat")):
+        with pytest.raises(NotResultsError, match=why):
+            open_results(path)
+        r = CliRunner().invoke(cli, ["report", str(path)])
+        assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output

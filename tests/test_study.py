@@ -32,9 +32,16 @@ toys:
   n_toys: 40
   batch_size: 20
 """
-#: sha256 of alpha_hat's bytes for TINY_PHI, recorded with the code before the study-model
-#: refactor (commit b7eb5f6, `hpcmix run` of this job): the refactor must not move a toy.
-TINY_PHI_ALPHA_HAT_SHA256 = "5895b9f6bd9a1a5f260246fa71265cc02d98b181041fd9dc6d8540626aed6eb2"
+#: sha256 of alpha_hat's bytes for TINY_PHI: no code change may move a toy. The bytes depend on
+#: the machine as well as the code (they moved with the machine while the numpy and scipy
+#: versions did not move them: CPU-dependent math, in the event chain or in numpy's SIMD loops,
+#: is the likely cause), so each hash here is what unchanged code gave on one machine kind:
+#: 5895b9f6... by commit b7eb5f6 (before the study-model refactor) on the machines of 2026-11;
+#: dd1ba8a2... by commit 5d03b48 on the development machine of 2026-12-02, the same
+#: packages' versions making no difference (numpy 2.3.5 / 2.4.5 / 2.4.6, scipy 1.16.3 / 1.17.1).
+#: A new machine kind: run this job with the last commit that passed, and add its hash.
+TINY_PHI_ALPHA_HAT_SHA256 = ("5895b9f6bd9a1a5f260246fa71265cc02d98b181041fd9dc6d8540626aed6eb2",
+                             "dd1ba8a2412f56b8fd9f3d3409855c58b426983b3bd017b22f20e7f521bf4d9a")
 
 
 def test_only_the_settings_boundary_reads_config():
@@ -179,7 +186,7 @@ def test_tiny_study_is_bit_identical_and_reruns_only_what_changed(tmp_path):
     quiet = lambda _m: None  # noqa: E731
     first = run_study(load_study(job), executor=InProcess(), progress=False, echo=quiet)
     a_hat = xr.open_zarr(first.results_path, consolidated=False).alpha_hat.values
-    assert hashlib.sha256(np.ascontiguousarray(a_hat).tobytes()).hexdigest() == TINY_PHI_ALPHA_HAT_SHA256
+    assert hashlib.sha256(np.ascontiguousarray(a_hat).tobytes()).hexdigest() in TINY_PHI_ALPHA_HAT_SHA256
     assert first.skipped == {"generate": 0, "train": 0, "templates": 0, "toys": 0}
 
     again = run_study(load_study(job), executor=InProcess(), progress=False, echo=quiet)

@@ -26,7 +26,7 @@ def run(job_file, site, sets, dry_run, progress):
     """
     from ..orchestrate.pipeline import plan_study, run_study
     from ..orchestrate.sites import load_site
-    from ..schema import ConfigError
+    from ..errors import HpcmixError
     from ..study import load_study
 
     t0 = time.perf_counter()
@@ -34,7 +34,7 @@ def run(job_file, site, sets, dry_run, progress):
         study = load_study(job_file, sets=sets)
         plan = plan_study(study)
         site_cfg = load_site(site)
-    except (ConfigError, ValueError) as err:
+    except HpcmixError as err:  # settings a user can fix; anything else is a bug and keeps its traceback
         raise click.UsageError(str(err)) from None
     click.echo(plan.describe())
     if dry_run:

@@ -112,6 +112,11 @@ def toys(template_dirs, alpha_text, n_text, n_toys, batch_size, seed, out, worke
     folders, items = {}, {}
     for d in template_dirs:
         item = _template_folder(d)
+        if len(item.components) > 2:
+            raise click.BadParameter(
+                f"{d!r} holds templates of {len(item.components)} components ({', '.join(item.components)}); their "
+                "nuisance-fraction grid and fit treatments come from a job file: run them with `hpcmix run JOB` "
+                "(toys.fractions, toys.treatments)", param_hint="TEMPLATES_DIR")
         key = (item.estimator, item.smearing)
         if key in folders:
             raise click.BadParameter(f"{folders[key]!r} and {d!r} are both {key[0]} templates with smearing "

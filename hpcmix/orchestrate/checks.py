@@ -10,7 +10,7 @@ wasteful combinations for the plan's description.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,11 +54,12 @@ def check_task_counts(study) -> None:
         problems.append(f"generate.events ({dict(g.events)}) in chunks of generate.chunk_size = {g.chunk_size} "
                         f"make {chunks:,} generation tasks, more than the {MAX_TASKS_PER_STAGE:,} a stage may "
                         "schedule: raise generate.chunk_size")
-    n_templates = len(t.estimators) * len(study.smearing.variants)
-    toy_tasks = n_templates * len(t.alpha) * len(t.n_events) * math.ceil(t.n_toys / t.batch_size)
+    n_cells = (len(t.estimators) * len(study.smearing.variants) * len(t.alpha) * len(t.n_events)
+               * (len(t.fraction_points) if study.nuisances else 1))
+    toy_tasks = n_cells * math.ceil(t.n_toys / t.batch_size)
     if toy_tasks > MAX_TASKS_PER_STAGE:
         problems.append(f"toys.n_toys = {t.n_toys} in batches of toys.batch_size = {t.batch_size} over "
-                        f"{n_templates * len(t.alpha) * len(t.n_events)} cells make {toy_tasks:,} toy tasks, more "
+                        f"{n_cells} cells make {toy_tasks:,} toy tasks, more "
                         f"than the {MAX_TASKS_PER_STAGE:,} a stage may schedule: raise toys.batch_size")
     if problems:
         raise PlanError(f"{study.source}: the settings cannot run together:\n  - " + "\n  - ".join(problems))
@@ -91,7 +92,7 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
                         f"templates need at least {MIN_KDE_EVENTS}: raise generate.events.template")
 
     pools = {c: sizes["test"] for c in study.components}
-    p, n = toy_pool_problems(plan.cells, pools, zero=study.pair[0], one=study.pair[1],
+    p, n = toy_pool_problems(plan.cells, pools, zero=study.pair[0], one=study.pair[1], nuisances=study.nuisances,
                              test_field=f"generate.events.test = {study.generate.events['test']}")
     problems += p
     notes += n
@@ -149,56 +150,63 @@ def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.
 
 
 def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: str, one: str,
-                      test_field: str = "the test split") -> tuple[list[str], list[str]]:
+                      nuisances: Sequence[str] = (), test_field: str = "the test split") -> tuple[list[str], list[str]]:
     """Every planned toy fits in the test pools: no event may appear twice in one toy.
 
     The composition of each toy is the first draw of its batch's seeded stream
-    (hpcmix.stats.toys.toy_composition), so this is exactly what the toys stage will need;
-    cells with N no larger than either pool cannot fail and are not drawn, and beyond
-    EXACT_TOYS_MAX toys a binomial tail bound (exceeded with probability < 1e-9) stands in.
+    (hpcmix.stats.toys.toy_counts, whose first draw is toy_composition's), so this is exactly
+    what the toys stage will need; cells with N no larger than every pool cannot fail and are
+    not drawn, and beyond EXACT_TOYS_MAX toys a binomial tail bound (exceeded with probability
+    < 1e-9) stands in.
     """
     from scipy import stats
 
-    from ..stats.toys import toy_composition, toy_seed
+    from ..stats.toys import toy_counts, toy_seed
+    from .stages.toys import draw_order
 
     cells = list(cells)
-    need: dict[tuple[float, int], list[int]] = {}       # (alpha, N) -> [max A, max H] over cells and batches
-    use: dict[tuple[float, int], float] = {}
+    comps = (zero, one, *nuisances)
+    need: dict[tuple, dict[str, int]] = {}        # (alpha, N, fractions) -> component -> most events in one toy
+    use: dict[tuple, float] = {}
     exact = sum(sum(c.batches) for c in cells) <= EXACT_TOYS_MAX
     for c in cells:
         n_toys = sum(c.batches)
-        # mean uses of one pool event: toys x N x share / pool, the larger of the two components
-        use[(c.alpha, c.n_events)] = n_toys * c.n_events * max(c.alpha / max(pools[one], 1),
-                                                               (1 - c.alpha) / max(pools[zero], 1))
-        top = need.setdefault((c.alpha, c.n_events), [0, 0])
-        if c.n_events <= min(pools[one], pools[zero]):
+        truth = c.true_fractions(comps)
+        order = draw_order(comps)
+        key = (c.alpha, c.n_events, c.fractions)
+        # mean uses of one pool event: toys x N x share / pool, the largest over the components
+        use[key] = n_toys * c.n_events * max(truth[k] / max(pools[k], 1) for k in comps)
+        top = need.setdefault(key, dict.fromkeys(comps, 0))
+        if c.n_events <= min(pools[k] for k in comps):
             continue  # no toy can need more events of one component than it has in all
         if exact:
             for b, size in enumerate(c.batches):
-                rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, b)
-                n_a = toy_composition(rng, alpha=c.alpha, n_events=c.n_events, n_toys=size)
-                top[0] = max(top[0], int(n_a.max()))
-                top[1] = max(top[1], int(c.n_events - n_a.min()))
+                rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, b, fractions=dict(c.fractions))
+                counts = toy_counts(rng, [truth[k] for k in order], n_events=c.n_events, n_toys=size)
+                for k, most in zip(order, counts.max(axis=0)):
+                    top[k] = max(top[k], int(most))
         else:
             # too many toys to draw here: the count that any of them exceeds with probability < 1e-9
             p = 1e-9 / n_toys
             # isf(p) is the smallest k with P(X > k) <= p
-            top[0] = max(top[0], min(int(stats.binom.isf(p, c.n_events, c.alpha)), c.n_events))
-            top[1] = max(top[1], min(int(stats.binom.isf(p, c.n_events, 1 - c.alpha)), c.n_events))
+            for k in comps:
+                top[k] = max(top[k], min(int(stats.binom.isf(p, c.n_events, truth[k])), c.n_events))
     problems = []
-    for (alpha, n_events), (max_one, max_zero) in sorted(need.items()):
-        short = [(k, c) for k, c in ((max_one, one), (max_zero, zero)) if k > pools[c]]
+    for (alpha, n_events, fractions), most in sorted(need.items()):
+        short = [(most[k], k) for k in (one, zero, *nuisances) if most[k] > pools[k]]
         if short:
             what = " and ".join(f"{k} distinct {c} events (the {c} test pool holds {pools[c]})" for k, c in short)
+            at = f"toys.alpha = {alpha:g}" + "".join(f", toys.fractions.{c} = {f:g}" for c, f in fractions)
             problems.append(
-                f"toys.n_events = {n_events} at toys.alpha = {alpha:g} needs up to {what} in one toy "
+                f"toys.n_events = {n_events} at {at} needs up to {what} in one toy "
                 f"({test_field}): raise generate.events.test to at least {max(k for k, _ in short)}, "
-                f"or keep toys.n_events <= {min(pools[zero], pools[one])}")
+                f"or keep toys.n_events <= {min(pools[k] for k in comps)}")
     notes = []
     if use:
-        (alpha, n_events), worst = max(use.items(), key=lambda kv: kv[1])
+        (alpha, n_events, fractions), worst = max(use.items(), key=lambda kv: kv[1])
         if worst > 1:
-            notes.append(f"toys reuse test-pool events: at toys.alpha = {alpha:g}, toys.n_events = {n_events} "
+            at = f"toys.alpha = {alpha:g}" + "".join(f", toys.fractions.{c} = {f:g}" for c, f in fractions)
+            notes.append(f"toys reuse test-pool events: at {at}, toys.n_events = {n_events} "
                          f"an event is in about {worst:.0f} toys of its cell on average, so the toys are "
                          f"correlated; raise generate.events.test for independent toys")
     return problems, notes

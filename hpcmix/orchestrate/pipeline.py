@@ -56,14 +56,17 @@ class StudyPlan:
         return {"generate": self.events_address,
                 "train": {k: m.address for k, m in {**self.models, **self.auc_models}.items()},
                 "templates": {"/".join(k): t.address for k, t in self.templates.items()},
-                "toys": {f"{c.estimator}/{c.smearing}/{c.alpha}/{c.n_events}": c.address for c in self.cells},
+                "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_events),
+                                   *(f"{k}={f}" for k, f in c.fractions)]): c.address for c in self.cells},
                 "results": os.path.basename(self.results).removesuffix(".zarr")}
 
     def describe(self) -> str:
         g, s = self.generation, self.study
         lines = [f"study {s.name!r} from {s.source} -> {s.output}",
                  f"  components: {', '.join(s.components)}; {s.poi.name} = fraction of {s.poi.fraction_of} "
-                 f"among {' + '.join(s.poi.among)}",
+                 f"among {' + '.join(s.poi.among)}"
+                 + (f"; nuisances {', '.join(f'{k} at {list(v)}' for k, v in s.toys.fractions.items())}, "
+                    f"fitted {', '.join(s.toys.treatments)}" if s.nuisances else ""),
                  f"  generate : {g.n_tasks} tasks, {len(g.layout.samples)} components x {g.layout.n_events} "
                  f"selected events ({', '.join(f'{k} {n * g.layout.chunk_size}' for k, n in g.layout.split_chunks)}), "
                  f"profile {g.layout.settings['profile']}",
@@ -85,7 +88,9 @@ class StudyPlan:
         models = list(self.models.values()) + list(self.auc_models.values())
         train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(g.layout.samples)
                     * (1 - m.settings.validation_fraction) for m in models) / est["training_samples_per_core_second"]
-        toys = self.study.toys.n_toys * sum(c.n_events for c in self.cells) / est["toy_events_per_core_second"]
+        # a cell with nuisances fits its toys once per treatment
+        toys = (self.study.toys.n_toys * sum(c.n_events * max(1, len(c.treatments)) for c in self.cells)
+                / est["toy_events_per_core_second"])
         size = n_selected * est["store_bytes_per_event"]
         return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size)
 
@@ -244,7 +249,7 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
         trecords = run_templates(items, plan.events, executor, progress=progress)
     for (est, sm), t in plan.templates.items():
         info = trecords[t.address]["info"]
-        if est == "phi_star":
+        if est == "phi_star" and "a" in info:
             echo(f"templates [phi_star/{sm}]: a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
 
     with _stage("toys", seconds):
@@ -258,7 +263,8 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
                  "templates": {"/".join(k): t.folder for k, t in plan.templates.items()}}
         ds, templates = aggregate_toys({k: t.folder for k, t in plan.templates.items()}, plan.cells,
                                        alphas=list(study.toys.alpha), n_events=list(study.toys.n_events),
-                                       n_toys=study.toys.n_toys, seed=study.seed, path=plan.results, attrs=attrs)
+                                       n_toys=study.toys.n_toys, seed=study.seed, path=plan.results, attrs=attrs,
+                                       nuisances=dict(study.toys.fractions), treatments=study.toys.treatments)
     if bool(ds["pool_smaller_than_needed"].any()):
         start, stop = plan.generation.layout.split_ranges()["test"]
         pools = " + ".join(f"{stop - start} {c}" for c in study.components)

@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from .dataset import CELL_DIMS
+from .dataset import cell_dims, nuisance_components
 
 __all__ = ["MixtureAccessor", "gauss_fit_histogram"]
 
@@ -82,6 +82,9 @@ _SUMMARY_ATTRS = {
     "converged_fraction": {"long_name": "fraction of converged fits"},
     "at_limit_fraction": {"long_name": "fraction of fits with alpha_hat on a positivity limit"},
 }
+#: fraction_table marks cells with at least this fraction of fits on a positivity limit
+LIMIT_NOTE_FRACTION = 0.05
+_FLAT_ATTRS = {"long_name": "fraction of fits with a flat direction (a fraction the data cannot fix)"}
 
 
 def _cell_summary(a_hat, s_hat, lo, hi, lr, conv, lim, alpha, cr):
@@ -119,7 +122,8 @@ def _cell_summary(a_hat, s_hat, lo, hi, lr, conv, lim, alpha, cr):
 
 @xr.register_dataset_accessor("mixture")
 class MixtureAccessor:
-    """Summary statistics per (estimator, smearing, alpha, n_events) cell of a results Dataset."""
+    """Summary statistics per (estimator, smearing, alpha, n_events) cell of a results Dataset
+    (and per treatment and nuisance fraction where the study has nuisance components)."""
 
     def __init__(self, ds: xr.Dataset):
         self._ds = ds
@@ -130,8 +134,10 @@ class MixtureAccessor:
         missing = [v for v in ("alpha_hat", "sigma_hat", "interval_lo", "interval_hi", "lr_stat") if v not in ds]
         if missing:
             raise ValueError(f"not a results Dataset: missing variables {missing}")
-        shape = tuple(ds.sizes[d] for d in CELL_DIMS)
+        dims = cell_dims(ds)
+        shape = tuple(ds.sizes[d] for d in dims)
         res = {k: np.full(shape, np.nan) for k in _SUMMARY_ATTRS}
+        i_alpha = dims.index("alpha")
         cr_all = ds["cramer_rao"].values if "cramer_rao" in ds else np.full(shape, np.nan)
         conv_all = ds["converged"].values if "converged" in ds else np.isfinite(ds["alpha_hat"].values)
         lim_all = ds["at_limit"].values if "at_limit" in ds else np.zeros(ds["alpha_hat"].shape, bool)
@@ -141,11 +147,16 @@ class MixtureAccessor:
                                                              "interval_hi", "lr_stat"))
         for idx in np.ndindex(*shape):  # a loop over cells (few), never over toys
             cell = _cell_summary(a_hat[idx], s_hat[idx], lo[idx], hi[idx], lr[idx], conv_all[idx], lim_all[idx],
-                                 alphas[idx[2]], float(cr_all[idx]))
+                                 alphas[idx[i_alpha]], float(cr_all[idx]))
             for k, v in cell.items():
                 res[k][idx] = v
-        out = xr.Dataset({k: (CELL_DIMS, v, _SUMMARY_ATTRS[k]) for k, v in res.items()},
-                         coords={d: ds[d] for d in CELL_DIMS})
+        out = xr.Dataset({k: (dims, v, _SUMMARY_ATTRS[k]) for k, v in res.items()},
+                         coords={d: ds[d] for d in dims})
+        if "flat" in ds:
+            filled = np.isfinite(a_hat) | ds["converged"].values | ds["flat"].values
+            with np.errstate(invalid="ignore"):
+                flat = ds["flat"].values.sum(axis=-1) / filled.sum(axis=-1)
+            out["flat_fraction"] = (dims, flat, _FLAT_ATTRS)
         out.attrs["source"] = ds.attrs.get("title", "hpcmix results")
         return out
 
@@ -159,23 +170,79 @@ class MixtureAccessor:
             raise ValueError(f"width must be 'gauss_sigma' or 'std', got {width!r}")
         s = self.summary() if summary is None else summary
         ns = s["n_events"].values if n_events is None else np.atleast_1d(n_events)
-        blocks = []
         for n in ns:
             if int(n) not in s["n_events"].values.tolist():
                 raise ValueError(f"n_events={n} not in the results ({s['n_events'].values.tolist()})")
-            c = s.sel(n_events=int(n))
-            n_toys = int(np.nanmax(c["n_toys"].values)) if np.isfinite(c["n_toys"].values).any() else 0
-            head = ["method, smearing"] + [f"alpha = {a:g}" for a in c["alpha"].values]
-            lines = [f"Table 1 layout: mean ± {'Gaussian-fit width' if width == 'gauss_sigma' else 'std'} "
-                     f"of alpha_hat, {n_toys} test sets of N = {int(n)}",
-                     "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for m in c["estimator"].values:
-                for sm in c["smearing"].values:
-                    row = [f"{m}, {sm}"]
-                    for a in c["alpha"].values:
-                        cell = c.sel(estimator=m, smearing=sm, alpha=a)
-                        mean, w = float(cell["mean"]), float(cell[width])
-                        row.append("n/a" if not np.isfinite(mean) else f"{mean:.2f} ± {w:.2f}")
-                    lines.append("| " + " | ".join(row) + " |")
-            blocks.append("\n".join(lines))
+        extra = [d for d in s["mean"].dims if d not in ("estimator", "smearing", "alpha", "n_events")]
+        if extra:  # nuisances: one block per treatment and nuisance-fraction point
+            blocks = []
+            for point in itertools.product(*(s[d].values for d in extra)):
+                at = dict(zip(extra, point))
+                label = ", ".join(f"{d.removeprefix('fraction_')} fraction {v:g}" if d.startswith("fraction_")
+                                  else f"{v} nuisance" for d, v in at.items())
+                blocks.append(_table_blocks(s.sel(at), ns, width, label))
+            return "\n\n".join(blocks)
+        return _table_blocks(s, ns, width, "")
+
+    def fraction_table(self, *, alpha=None, summary: xr.Dataset | None = None) -> str:
+        """sigma of alpha_hat (Gaussian-fit width) against each nuisance fraction, beside its Cramer-Rao bound.
+
+        Rows: estimator, smearing, treatment; columns: the fraction grid of each nuisance, at one
+        alpha (default: the middle one), one block per N. Cells with at least
+        LIMIT_NOTE_FRACTION of their fits on a positivity limit say so: their width is not a spread.
+        """
+        s = self.summary() if summary is None else summary
+        nuis = nuisance_components(self._ds)
+        if not nuis:
+            raise ValueError("this results Dataset has no nuisance components (no fraction_<component> dimension)")
+        alphas = s["alpha"].values
+        a = alphas[len(alphas) // 2] if alpha is None else alpha
+        blocks = []
+        for n in s["n_events"].values:
+            for comp in nuis:
+                dim = f"fraction_{comp}"
+                others = {f"fraction_{o}": s[f"fraction_{o}"].values[0] for o in nuis if o != comp}
+                c = s.sel(alpha=a, n_events=n, method="nearest").sel(others)
+                head = ["estimator, smearing, treatment"] + [f"{comp} = {v:g}" for v in c[dim].values]
+                lines = [f"sigma of alpha_hat (Gaussian-fit width) [Cramer-Rao bound] against the {comp} fraction, "
+                         f"alpha = {float(a):g}, N = {int(n)}"
+                         + (f" ({', '.join(f'{k} = {v:g}' for k, v in others.items())})" if others else ""),
+                         "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                for m in c["estimator"].values:
+                    for sm in c["smearing"].values:
+                        for tr in c["treatment"].values:
+                            row = [f"{m}, {sm}, {tr}"]
+                            for v in c[dim].values:
+                                cell = c.sel({"estimator": m, "smearing": sm, "treatment": tr, dim: v})
+                                w, cr = float(cell["gauss_sigma"]), float(cell["cramer_rao"])
+                                text = "n/a" if not np.isfinite(w) else f"{w:.3f} [{cr:.3f}]"
+                                # a width from toys piled on a positivity limit is no Gaussian spread
+                                lim = float(cell["at_limit_fraction"])
+                                if lim >= LIMIT_NOTE_FRACTION:
+                                    text += f" ({lim:.0%} at limit)"
+                                row.append(text)
+                            lines.append("| " + " | ".join(row) + " |")
+                blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
+
+
+def _table_blocks(s: xr.Dataset, ns, width: str, label: str) -> str:
+    """Table 1 blocks (one per N) of a summary over (estimator, smearing, alpha, n_events)."""
+    blocks = []
+    for n in ns:
+        c = s.sel(n_events=int(n))
+        n_toys = int(np.nanmax(c["n_toys"].values)) if np.isfinite(c["n_toys"].values).any() else 0
+        head = ["method, smearing"] + [f"alpha = {a:g}" for a in c["alpha"].values]
+        lines = [f"Table 1 layout: mean ± {'Gaussian-fit width' if width == 'gauss_sigma' else 'std'} "
+                 f"of alpha_hat, {n_toys} test sets of N = {int(n)}" + (f" ({label})" if label else ""),
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in c["estimator"].values:
+            for sm in c["smearing"].values:
+                row = [f"{m}, {sm}"]
+                for a in c["alpha"].values:
+                    cell = c.sel(estimator=m, smearing=sm, alpha=a)
+                    mean, w = float(cell["mean"]), float(cell[width])
+                    row.append("n/a" if not np.isfinite(mean) else f"{mean:.2f} ± {w:.2f}")
+                lines.append("| " + " | ".join(row) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -15,12 +15,14 @@ SMEARING_ORDER = ("none", "detector")
 
 
 def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence, *, alphas, n_events,
-                   n_toys: int, seed: int, path: str, attrs: Mapping | None = None):
+                   n_toys: int, seed: int, path: str, attrs: Mapping | None = None,
+                   nuisances: Mapping[str, Sequence[float]] | None = None, treatments: Sequence[str] = ()):
     """Collect the toy batches of ``cells`` into the results Dataset, saved at ``path`` (Zarr).
 
     ``template_dirs``: {(estimator, smearing): templates folder}; ``cells``: toys-stage cells
-    whose batch files are all written. Returns (the Dataset reopened from ``path``,
-    {(estimator, smearing): templates}).
+    whose batch files are all written; ``nuisances`` ({component: fraction grid}) and
+    ``treatments`` for studies with more than two components. Returns (the Dataset reopened
+    from ``path``, {(estimator, smearing): templates}).
     """
     from ..orchestrate.record import StageRecord
     from ..stats.fitter import mixture_log_likelihood
@@ -31,11 +33,18 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
     estimators = sorted({e for e, _ in template_dirs}, key=ESTIMATOR_ORDER.index)
     smearings = sorted({s for _, s in template_dirs}, key=SMEARING_ORDER.index)
     builder = ResultsBuilder(estimators=estimators, smearings=smearings, alphas=alphas, n_events=n_events,
-                             n_toys=n_toys, attrs=dict(attrs or {}))
+                             n_toys=n_toys, attrs=dict(attrs or {}), nuisances=nuisances, treatments=treatments)
     templates = {}
     for key, d in template_dirs.items():
         templates[key] = load_templates(d)
         builder.add_templates(*key, templates[key])
+    if nuisances:
+        _add_fraction_cells(builder, templates, cells)
+        ds = builder.to_dataset()
+        ds.attrs["fit"] = ("unbinned ML of K fractions, p = sum_k f_k p_k; alpha = f_A / (f_A + f_H) with the "
+                           "other fractions fixed, floated or constrained; p >= 0 on the template support")
+        save_results(ds, path)
+        return open_results(path), templates
     for c in cells:
         t = templates[(c.estimator, c.smearing)]
         bound = float(np.asarray(t.cramer_rao_bound(c.alpha, c.n_events)))
@@ -61,6 +70,34 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
         builder.add_curve(est, sm, grid, -2 * (lnl - lnl.max()), alpha=mid_alpha, n_events=mid_n)
     save_results(builder.to_dataset(), path)
     return open_results(path), templates
+
+
+def _add_fraction_cells(builder, templates, cells) -> None:
+    """Cells with nuisance components: every treatment's fits, the fitted nuisances, the nuisance-aware bound."""
+    from ..store.artefacts import load_fraction_batch
+
+    for c in cells:
+        t = templates[(c.estimator, c.smearing)]
+        comps = tuple(t.components)
+        truth = c.true_fractions(comps)
+        f = np.array([truth[k] for k in comps])
+        nuisance = {comps.index(k): k for k, _ in c.fractions}
+        widths = dict(c.widths)
+        bounds = {}
+        for treatment in c.treatments:
+            cons = treatment == "constrained"
+            bounds[treatment] = float(t.cramer_rao(
+                f, c.n_events, num=[1], den=[0, 1], treatment={i: treatment for i in nuisance},
+                widths={i: widths[k] for i, k in nuisance.items()} if cons else None).bound)
+        offset = 0
+        for b, n in enumerate(c.batches):
+            batch = load_fraction_batch(c.batch_file(b))
+            for treatment in c.treatments:
+                fit = batch.fits[treatment]
+                builder.add(c.estimator, c.smearing, c.alpha, c.n_events, fit, offset=offset, draw=batch.draw,
+                            cramer_rao=bounds[treatment], treatment=treatment, fractions=dict(c.fractions),
+                            fraction_hat={k: fit.fractions[:, i] for i, k in nuisance.items()})
+            offset += n
 
 
 def auc_table(records: Mapping[str, Mapping], *, smearing: str) -> str:

@@ -1,11 +1,13 @@
 """Text table and figures in the style of the paper from a results Dataset (matplotlib, Agg backend).
 
 Figures: templates (Fig. 2a, 3a), alpha_hat histograms with Gaussian fits (Fig. 4, 5),
-lr_stat against chi2(1) and one toy's -2 Delta lnL curves (Fig. 6).
+lr_stat against chi2(1) and one toy's -2 Delta lnL curves (Fig. 6); with nuisance
+components also sigma(alpha_hat) against each nuisance fraction, per estimator and treatment.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import matplotlib
@@ -17,6 +19,7 @@ import xarray as xr
 from scipy import stats
 
 from . import accessor  # noqa: F401  (registers ds.mixture)
+from .dataset import nuisance_components
 
 __all__ = ["write_report"]
 
@@ -30,7 +33,19 @@ def _template_figures(ds: xr.Dataset, out: str, templates) -> list[str]:
     tabs = {}
     if templates:
         for (m, s), t in templates.items():
-            tabs[(m, s)] = t.tabulate(512)
+            tab = t.tabulate(512)
+            if len(tab) == 2:  # K components: (x, densities (n, K))
+                tabs[(m, s)] = (tab[0], {c: tab[1][:, k] for k, c in enumerate(t.components)})
+            else:
+                tabs[(m, s)] = tab
+    elif "template_density" in ds:
+        for m in ds["estimator"].values:
+            for s in ds["smearing"].values:
+                x = ds["template_x"].sel({"estimator": m, "smearing": s}).values
+                keep = np.isfinite(x)
+                if keep.any():
+                    d = ds["template_density"].sel({"estimator": m, "smearing": s}).values[keep]
+                    tabs[(m, s)] = (x[keep], {str(c): d[:, k] for k, c in enumerate(ds["component"].values)})
     elif "template_x" in ds:
         for m in ds["estimator"].values:
             for s in ds["smearing"].values:
@@ -39,10 +54,16 @@ def _template_figures(ds: xr.Dataset, out: str, templates) -> list[str]:
                     keep = np.isfinite(x)
                     tabs[(m, s)] = (x[keep], ds["template_p_a"].sel({"estimator": m, "smearing": s}).values[keep],
                                     ds["template_p_h"].sel({"estimator": m, "smearing": s}).values[keep])
-    for (m, s), (x, pa, ph) in tabs.items():
+    for (m, s), tab in tabs.items():
         fig, ax = plt.subplots(figsize=(5, 4))
-        ax.plot(x, pa, label="A (CP-odd)")
-        ax.plot(x, ph, label="H (CP-even)")
+        if len(tab) == 2:
+            x, curves = tab
+            for c, p in curves.items():
+                ax.plot(x, p, label=c)
+        else:
+            x, pa, ph = tab
+            ax.plot(x, pa, label="A (CP-odd)")
+            ax.plot(x, ph, label="H (CP-even)")
         ax.set_xlabel("phi* [rad]" if "phi" in str(m).lower() else "network output y")
         ax.set_ylabel("probability density")
         if x.min() >= 0 and x.max() <= 1 and "phi" not in str(m).lower():
@@ -64,52 +85,70 @@ def _hist_range(x: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def _extra_points(ds: xr.Dataset) -> list[dict]:
+    """Every point of the nuisance dimensions (treatment, fraction_<component>); [{}] without nuisances."""
+    extra = [d for d in ds["alpha_hat"].dims if d not in ("estimator", "smearing", "alpha", "n_events", "toy")]
+    return [dict(zip(extra, p)) for p in itertools.product(*(ds[d].values for d in extra))]
+
+
+def _point_label(point: dict) -> tuple[str, str]:
+    """(title suffix, file-name suffix) of a nuisance point."""
+    if not point:
+        return "", ""
+    title = ", ".join(f"{d.removeprefix('fraction_')} = {v:g}" if d.startswith("fraction_") else str(v)
+                      for d, v in point.items())
+    return f", {title}", "_" + "_".join(_safe(f"{d.removeprefix('fraction_')}{v:g}" if d.startswith("fraction_")
+                                                else str(v)) for d, v in point.items())
+
+
 def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
     paths = []
-    for n in ds["n_events"].values:
-        for m in ds["estimator"].values:
-            for s in ds["smearing"].values:
-                fig, ax = plt.subplots(figsize=(5.5, 4))
-                drawn = 0
-                for a in ds["alpha"].values:
-                    x = ds["alpha_hat"].sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n}).values
-                    x = x[np.isfinite(x)]
-                    if x.size < 2:
-                        continue
-                    drawn += 1
-                    c = summ.sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n})
-                    mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
-                    _, edges, patches = ax.hist(x, bins=50, range=_hist_range(x), histtype="step",
-                                                label=f"alpha = {a:g}")
-                    if np.isfinite(sig) and sig > 0:
-                        grid = np.linspace(edges[0], edges[-1], 300)
-                        ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),
-                                lw=1, color=patches[0].get_edgecolor())
-                        ax.plot([], [], " ", label=f"  fit {mu:.2f} ± {sig:.2f}")
-                ax.set_xlabel("alpha_hat")
-                ax.set_ylabel("test sets")
-                ax.set_title(f"{m}, {s}, N = {int(n)}")
-                if drawn:
-                    ax.legend(fontsize=7)
-                else:
-                    ax.text(0.5, 0.5, "fewer than 2 finite alpha_hat per alpha", ha="center",
-                            transform=ax.transAxes)
-                p = os.path.join(out, f"alpha_hat_{_safe(m)}_{_safe(s)}_N{int(n)}.png")
-                fig.savefig(p, dpi=110, bbox_inches="tight")
-                plt.close(fig)
-                paths.append(p)
+    for n, point, m, s in itertools.product(ds["n_events"].values, _extra_points(ds), ds["estimator"].values,
+                                            ds["smearing"].values):
+        title, suffix = _point_label(point)
+        fig, ax = plt.subplots(figsize=(5.5, 4))
+        drawn = 0
+        for a in ds["alpha"].values:
+            x = ds["alpha_hat"].sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n, **point}).values
+            x = x[np.isfinite(x)]
+            if x.size < 2:
+                continue
+            drawn += 1
+            c = summ.sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n, **point})
+            mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
+            _, edges, patches = ax.hist(x, bins=50, range=_hist_range(x), histtype="step",
+                                        label=f"alpha = {a:g}")
+            if np.isfinite(sig) and sig > 0:
+                grid = np.linspace(edges[0], edges[-1], 300)
+                ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),
+                        lw=1, color=patches[0].get_edgecolor())
+                ax.plot([], [], " ", label=f"  fit {mu:.2f} ± {sig:.2f}")
+        ax.set_xlabel("alpha_hat")
+        ax.set_ylabel("test sets")
+        ax.set_title(f"{m}, {s}, N = {int(n)}{title}")
+        if drawn:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "fewer than 2 finite alpha_hat per alpha", ha="center",
+                    transform=ax.transAxes)
+        p = os.path.join(out, f"alpha_hat_{_safe(m)}_{_safe(s)}_N{int(n)}{suffix}.png")
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(p)
     return paths
 
 
 def _lr_figure(ds: xr.Dataset, out: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(5.5, 4))
     bins = np.linspace(0, 8, 41)
-    for m in ds["estimator"].values:
-        for s in ds["smearing"].values:
-            lr = ds["lr_stat"].sel({"estimator": m, "smearing": s}).values.ravel()
-            lr = lr[np.isfinite(lr) & (lr >= bins[0]) & (lr <= bins[-1])]
-            if lr.size:
-                ax.hist(lr, bins=bins, density=True, histtype="step", label=f"{m}, {s}")
+    treatments = ds["treatment"].values if "treatment" in ds.dims else [None]
+    for m, s, tr in itertools.product(ds["estimator"].values, ds["smearing"].values, treatments):
+        at = {"estimator": m, "smearing": s, **({"treatment": tr} if tr is not None else {})}
+        lr = ds["lr_stat"].sel(at).values.ravel()
+        lr = lr[np.isfinite(lr) & (lr >= bins[0]) & (lr <= bins[-1])]
+        if lr.size:
+            ax.hist(lr, bins=bins, density=True, histtype="step",
+                    label=f"{m}, {s}" + (f", {tr}" if tr is not None else ""))
     g = np.linspace(0.02, 8, 300)
     ax.plot(g, stats.chi2(1).pdf(g), "k--", label="chi2(1)")
     ax.set_yscale("log")
@@ -145,6 +184,47 @@ def _curve_figure(ds: xr.Dataset, out: str) -> list[str]:
     return [p]
 
 
+def _fraction_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
+    """sigma(alpha_hat) against each nuisance fraction: one line per estimator, smearing and treatment,
+    its nuisance-aware Cramer-Rao bound dashed beside it (middle alpha, one figure per N)."""
+    paths = []
+    alphas = summ["alpha"].values
+    a = alphas[len(alphas) // 2]
+    nuis = nuisance_components(ds)
+    for comp, n in itertools.product(nuis, summ["n_events"].values):
+        dim = f"fraction_{comp}"
+        others = {f"fraction_{o}": summ[f"fraction_{o}"].values[0] for o in nuis if o != comp}
+        c = summ.sel({"alpha": a, "n_events": n, **others})
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        bounds, widths = [], []
+        for (m, s, tr), style in zip(itertools.product(c["estimator"].values, c["smearing"].values,
+                                                      c["treatment"].values), itertools.cycle(["o", "s", "^", "v"])):
+            cell = c.sel({"estimator": m, "smearing": s, "treatment": tr})
+            x, w, err = cell[dim].values, cell["gauss_sigma"].values, cell["gauss_sigma_err"].values
+            err = np.where(err < w, err, np.nan)  # an error as large as the width says nothing on a log axis
+            line = ax.errorbar(x, w, yerr=err, marker=style, ms=4, capsize=2, label=f"{m}, {s}, {tr}")
+            ax.plot(x, cell["cramer_rao"].values, ls="--", lw=1, color=line[0].get_color())
+            bounds += list(cell["cramer_rao"].values)
+            widths += list(w)
+        ax.plot([], [], "k--", lw=1, label="Cramer-Rao bound")
+        ax.set_yscale("log")
+        finite = [v for v in bounds + widths if np.isfinite(v) and v > 0]
+        top = [v for v in bounds if np.isfinite(v) and v > 0]
+        if finite and top:
+            # widths far above every bound (a degenerate fit) are cut at 10 x the largest bound
+            ax.set_ylim(0.7 * min(finite), min(1.5 * max(finite), 10 * max(top)))
+        ax.set_xlabel(f"true {comp} fraction")
+        ax.set_ylabel("sigma of alpha_hat (Gaussian-fit width)")
+        ax.set_title(f"alpha = {float(a):g}, N = {int(n)}"
+                     + "".join(f", {k.removeprefix('fraction_')} = {v:g}" for k, v in others.items()))
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        p = os.path.join(out, f"sigma_vs_fraction_{_safe(comp)}_N{int(n)}.png")
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
 def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: str = "gauss_sigma"):
     """Write the figures into folder ``out`` and return (table text, list of PNG paths).
 
@@ -161,4 +241,10 @@ def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: s
     paths += _curve_figure(ds, out)
     with open(os.path.join(out, "table1.md"), "w") as f:
         f.write(table + "\n")
+    if nuisance_components(ds):
+        paths += _fraction_figures(ds, summ, out)
+        fractions = ds.mixture.fraction_table(summary=summ)
+        with open(os.path.join(out, "sigma_vs_fraction.md"), "w") as f:
+            f.write(fractions + "\n")
+        table = fractions + "\n\n" + table
     return table, paths

@@ -1,5 +1,11 @@
 """Statistics of the mixture study: templates, the vectorised fitters (one fraction, K fractions), toys, Cramer-Rao."""
 
+from .components import (
+    ComponentTemplates,
+    KDEComponents,
+    PhiStarComponents,
+    fit_phi_star_components,
+)
 from .cramer_rao import (
     FractionBound,
     cramer_rao_bound,
@@ -22,13 +28,16 @@ from .toys import MixtureDraw, ToyDraw, draw_mixture_toys, draw_toys, toy_counts
 
 __all__ = [
     "AnalyticTemplates",
+    "ComponentTemplates",
     "FractionBound",
     "FractionFit",
     "MixtureDraw",
+    "KDEComponents",
     "KDETemplate",
     "KDETemplates",
     "MixtureFit",
     "MixtureTemplates",
+    "PhiStarComponents",
     "PhiStarTemplates",
     "Template",
     "ToyDraw",
@@ -39,6 +48,7 @@ __all__ = [
     "fisher_information",
     "fit_fractions",
     "fit_mixture",
+    "fit_phi_star_components",
     "fit_phi_star_templates",
     "fraction_cramer_rao_bound",
     "fraction_fisher_information_on_grid",

@@ -145,6 +145,10 @@ def fraction_cramer_rao_bound(densities, x, f, n_events, *, num, den, treatment=
     K = d.shape[-1]
     num = sorted(int(k) for k in np.atleast_1d(num))
     den = sorted(int(k) for k in np.atleast_1d(den))
+    if d.ndim != 2 or K < 2:
+        raise ValueError(f"densities must have shape (n_nodes, K) with K >= 2 components, got {d.shape}")
+    if any(not 0 <= k < K for k in (*num, *den)):
+        raise ValueError(f"num = {num} and den = {den} must be component indices in 0..{K - 1}")
     if len(den) < 2 or not set(num) < set(den):
         raise ValueError(f"num = {num} must be a non-empty proper subset of den = {den} (>= 2 components)")
     treatment = dict(treatment or {})

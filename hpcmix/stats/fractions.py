@@ -24,14 +24,17 @@ the den components' mixture is not).
 Paths. One free parameter (K = 2, or all nuisances fixed and two den components): the 1-D
 problem of ``fit_mixture``, called as is (K = 2 gives its numbers bit for bit). Otherwise, per
 block of toys, all toys together:
-* best fit: damped Newton in theta with an active set of constraint rows (``_solve``), first
-  without the support rows; ln L is concave, so an optimum that satisfies them is the
-  constrained one, and only the toys whose optimum violates a row are refitted with all rows
-  (the rows are checked by a block screen, ``_Theta.support_min``);
+* best fit: plain Newton steps in theta (``_free_newton``), the first two passes in float32; the
+  toys it cannot finish inside the domain (a step cut, a row reached) go to damped Newton with an
+  active set of constraint rows (``_solve``). Both first run without the support rows; ln L is
+  concave, so an optimum that satisfies them is the constrained one, and only the toys whose
+  optimum violates a row are refitted with all rows (the rows are checked by a block screen,
+  ``_Theta.support_min``, which refines only the blocks whose bound is not positive);
 * toys whose best fit is strictly inside the positivity region: the interval ends by Newton on
   (ln L(alpha, phi) = ln L_hat - 1/2, d ln L / d phi = 0) and the LR statistic by Newton in phi,
-  from the quadratic approximation (``_fast_crossing``, ``_fast_profile_at``: about three passes
-  over the events each); accepted where the result is strictly inside the region;
+  from the quadratic approximation, all three points per toy in the same passes over the events
+  (``_fast_profile``: about three passes, the first in float32); accepted where the result is
+  strictly inside the region;
 * the other toys (a constraint binds, clipped intervals, N = 1, flat directions): the nested path
   (``_robust_crossing``), bracketed Newton on the profile in u = atan(alpha), every profile point
   a constrained Newton solve in theta with the alpha constraint as an equality row of its KKT
@@ -303,20 +306,29 @@ def _validate_densities(densities, mask):
         raise ValueError(f"{bad.size} toy(s) have no events (e.g. toy {bad[0]}); every toy needs N >= 1 unmasked event")
     if mask is not None and n_events.min() == n_max:
         mask = None
-    # per-event largest density (elementwise over the K slices: a reduction along the short last axis is slow)
-    dmax = d[..., 0].copy()
-    dmin = d[..., 0].copy()
-    for k in range(1, K):
-        np.maximum(dmax, d[..., k], out=dmax)
-        np.minimum(dmin, d[..., k], out=dmin)
-    if mask is not None:
-        dmax, dmin = np.where(mask, dmax, 0.0), np.where(mask, dmin, 0.0)
-    lo, hi = dmin.min(), dmax.max()  # NaN propagates
+    if mask is None:  # whole-array reductions (contiguous: one fast pass each); NaN propagates
+        lo, hi = d.min(), d.max()
+    else:
+        lo, hi = _event_extremes(d, mask)
+        lo, hi = lo.min(), hi.max()
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError("densities contain NaN or inf at unmasked events; densities must be finite")
     if lo < 0:
         raise ValueError("densities contain negative values; component densities (or ratios) must be >= 0")
-    return d, mask, n_events, dmax
+    return d, mask, n_events, (float(lo), float(hi))
+
+
+def _event_extremes(d, mask):
+    """Per-event (smallest, largest) component density (0 at pads), elementwise over the K slices
+    (a reduction along the short last axis is slow)."""
+    dmax = d[..., 0].copy()
+    dmin = d[..., 0].copy()
+    for k in range(1, d.shape[2]):
+        np.maximum(dmax, d[..., k], out=dmax)
+        np.minimum(dmin, d[..., k], out=dmin)
+    if mask is not None:
+        dmax, dmin = np.where(mask, dmax, 0.0), np.where(mask, dmin, 0.0)
+    return dmin, dmax
 
 
 _SUPPORT_CACHE: dict = {}  # digest of the support -> pruned rows (a study fits many batches with one support)
@@ -440,6 +452,39 @@ def _solve_small(a, b):
         return out
 
 
+def _rmax(a, initial=-np.inf):
+    """a.max(axis=1, initial=initial) for a short second axis, column by column (numpy's reduction along
+    a short last axis is ~30x slower than elementwise maxima)."""
+    out = np.full(a.shape[0], initial, dtype=float)
+    for c in range(a.shape[1]):
+        np.maximum(out, a[:, c], out=out)
+    return out
+
+
+def _rmin(a, initial=np.inf):
+    """a.min(axis=1, initial=initial), column by column (see ``_rmax``)."""
+    out = np.full(a.shape[0], initial, dtype=float)
+    for c in range(a.shape[1]):
+        np.minimum(out, a[:, c], out=out)
+    return out
+
+
+def _rfinite(a):
+    """np.all(np.isfinite(a), axis=1), column by column (see ``_rmax``)."""
+    out = np.ones(a.shape[0], bool)
+    for c in range(a.shape[1]):
+        out &= np.isfinite(a[:, c])
+    return out
+
+
+def _rsum(a):
+    """a.sum(axis=1), column by column (see ``_rmax``)."""
+    out = np.zeros(a.shape[0])
+    for c in range(a.shape[1]):
+        out += a[:, c]
+    return out
+
+
 _BLOCK = 64  # neighbouring support rows screened together by _Theta.support_min
 _blocks_cache: dict = {}
 
@@ -462,7 +507,11 @@ def _support_blocks(sup):
     if sfix.shape[1]:
         np.maximum.at(d_fix, blk, np.abs(sfix - sfix[rep][blk]))
     np.maximum.at(d_g, blk, np.abs(g - g[rep][blk]).max(axis=1, initial=0.0))
-    out = (rep, d_rd, d_fix, d_g * (1 + 1e-12) + 1e-15)
+    # the rows block by block (the last block padded with its last row): (B, _BLOCK) per column
+    rows = np.minimum(starts[:, None] + np.arange(_BLOCK)[None, :], m - 1)
+    blocks = ([np.ascontiguousarray(g[rows, p]) for p in range(g.shape[1])], srd[rows],
+              [np.ascontiguousarray(sfix[rows, f]) for f in range(sfix.shape[1])])
+    out = (rep, d_rd, d_fix, d_g * (1 + 1e-12) + 1e-15, blocks)
     _blocks_cache.clear()
     _blocks_cache[key] = (sup[0], out)
     return out
@@ -477,8 +526,9 @@ class _Theta:
     without them that satisfies them is the constrained optimum, so most toys never need them.
     """
 
-    def __init__(self, spec: _Spec, base, cols, R, t, sup, centre, iw2, with_support=True):
+    def __init__(self, spec: _Spec, base, cols, R, t, sup, centre, iw2, with_support=True, low=None):
         self.spec, self.base, self.cols, self.R, self.t = spec, base, cols, R, t
+        self.low = low  # float32 copies (base, cols) for the first Newton passes, or None
         self.sup = sup  # (G (M, P), s_rd (M,), s_fixed (M, n_fixed)) or None
         self.centre, self.iw2 = centre, iw2
         self.with_support = with_support and sup is not None
@@ -497,7 +547,8 @@ class _Theta:
                       self.centre[idx], self.iw2[idx], self.with_support)
 
     def no_support(self) -> _Theta:
-        return _Theta(self.spec, self.base, self.cols, self.R, self.t, self.sup, self.centre, self.iw2, False)
+        return _Theta(self.spec, self.base, self.cols, self.R, self.t, self.sup, self.centre, self.iw2, False,
+                      self.low)
 
     def rows(self, theta, idx=None):
         """Values of the rows at theta, (n, n_rows)."""
@@ -511,10 +562,10 @@ class _Theta:
                     c += t @ sfix.T
                 out.append(c + theta @ g.T)
             if self.spec.nuis.size:
-                out.append((R - theta[:, self.spec.pos_nuis].sum(axis=1))[:, None])
+                out.append((R - _rsum(theta[:, self.spec.pos_nuis]))[:, None])
         return np.hstack(out) if out else np.zeros((theta.shape[0], 0))
 
-    def support_min(self, theta, chunk_elems=1 << 22):
+    def support_min(self, theta, chunk_elems=1 << 22, idx=None):
         """min over the support rows per toy, or a positive lower bound of it (inf without support).
 
         Screening (exact as a sign test): one representative row per block of _BLOCK neighbouring
@@ -525,24 +576,32 @@ class _Theta:
         if self.sup is None:
             return np.full(n, np.inf)
         g, srd, sfix = self.sup
-        rep, d_rd, d_fix, d_g = _support_blocks(self.sup)
-        fin = np.isfinite(theta).all(axis=1)
+        rep, d_rd, d_fix, d_g, (gb, srdb, sfixb) = _support_blocks(self.sup)
+        R, t = (self.R, self.t) if idx is None else (self.R[idx], self.t[idx])  # idx: the toy of each theta
+        fin = _rfinite(theta)
         th = np.where(fin[:, None], theta, 0.0)
         with np.errstate(invalid="ignore", over="ignore"):
-            c = self.R[:, None] * srd[rep][None, :]
-            slack = np.abs(self.R)[:, None] * d_rd[None, :] + np.abs(th).sum(axis=1)[:, None] * d_g[None, :]
-            if sfix.shape[1]:
-                c += self.t @ sfix[rep].T
-                slack += np.abs(self.t) @ d_fix.T
-            out = np.min(c + th @ g[rep].T - slack, axis=1, initial=np.inf)
-            todo = np.flatnonzero(~(out > 0) & fin)
-            step = max(1, chunk_elems // max(g.shape[0], 1))
-            for s0 in range(0, todo.size, step):
-                r = todo[s0 : s0 + step]
-                c = self.R[r, None] * srd[None, :]
-                if sfix.shape[1]:
-                    c += self.t[r] @ sfix.T
-                out[r] = np.min(c + th[r] @ g.T, axis=1, initial=np.inf)
+            # bound = R s_rd + t.s_fix + theta.G - (|R| d_rd + |t|.d_fix + |theta|_1 d_G): one small matmul
+            x = np.column_stack([th, R, np.abs(R), _rsum(np.abs(th)), t, np.abs(t)])
+            mat = np.vstack([g[rep].T, srd[rep], -d_rd, -d_g, sfix[rep].T, -d_fix.T])
+            bound = x @ mat
+            out = np.min(bound, axis=1, initial=np.inf)
+            # the (toy, block) pairs whose bound is not positive: all rows of just those blocks
+            tf = np.flatnonzero(~(out > 0) & fin)
+            if tf.size:
+                bf = bound[tf]
+                out[tf] = np.where(bf > 0, bf, np.inf).min(axis=1, initial=np.inf)
+                ti, bi = np.nonzero(~(bf > 0))
+                ti = tf[ti]
+                step = max(1, chunk_elems // (_BLOCK * max(g.shape[1], 1)))
+                for s0 in range(0, ti.size, step):
+                    tc, bc = ti[s0 : s0 + step], bi[s0 : s0 + step]
+                    v = R[tc, None] * srdb[bc]  # (pairs, _BLOCK): the rows of each pair's block
+                    for p, gp in enumerate(gb):
+                        v += th[tc, p, None] * gp[bc]
+                    for f, sf in enumerate(sfixb):
+                        v += t[tc, f, None] * sf[bc]
+                    np.minimum.at(out, tc, v.min(axis=1))
         return np.where(fin, out, -np.inf)
 
 
@@ -553,27 +612,33 @@ class _Theta:
             m += theta[:, p, None] * cols[p]
         return m, cols
 
-    def evaluate(self, theta, idx=None, *, need_hess=True):
-        """(ln L, gradient, -Hessian) at theta for the toys (idx: a subset); ln L = -inf off the domain."""
+    def evaluate(self, theta, idx=None, *, need_hess=True, low=False):
+        """(ln L, gradient, -Hessian) at theta for the toys (idx: a subset); ln L = -inf off the domain.
+
+        ``low``: in float32 where the copies exist (about half the time; good to ~1e-6 relative, for the
+        first Newton steps only)."""
         n, P = theta.shape
         N = self.base.shape[1]
         ell, g = np.empty(n), np.empty((n, P))
         j = np.empty((n, P, P)) if need_hess else None
+        b_all, c_all, ones, th_c = self.base, self.cols, self.ones, theta
+        if low and self.low is not None:
+            (b_all, c_all), ones, th_c = self.low, self.ones.astype(np.float32), theta.astype(np.float32)
         step = max(1, _CACHE_EVENTS // max(N, 1))  # toys per chunk: the per-event work stays in cache
         for s0 in range(0, n, step):
             sl = slice(s0, min(n, s0 + step))
             src = sl if idx is None else idx[sl]
-            base, cols = self.base[src], self.cols[:, src]
-            m = base + theta[sl, 0, None] * cols[0] if P else base.copy()
+            base, cols = b_all[src], c_all[:, src]
+            m = base + th_c[sl, 0, None] * cols[0] if P else base.copy()
             for p in range(1, P):
-                m += theta[sl, p, None] * cols[p]
+                m += th_c[sl, p, None] * cols[p]
             # off the domain (some m <= 0) the gradient and Hessian are garbage; ell = -inf marks it
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-                ell[sl] = np.log(m) @ self.ones
+                ell[sl] = np.log(m) @ ones
                 r = np.divide(1.0, m, out=m)
                 u = [cols[p] * r for p in range(P)]
                 for p in range(P):
-                    g[sl, p] = u[p] @ self.ones
+                    g[sl, p] = u[p] @ ones
                 if need_hess:
                     for p in range(P):
                         for q in range(p, P):
@@ -777,6 +842,72 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
     return out
 
 
+def _free_newton(ts: _Theta, theta, start, *, tol, max_iter, hess_rtol, start_low=False):
+    """Fast path of the best fit: full Newton steps without rows, step cuts or an active set.
+
+    The same steps, convergence test and final quadratic-model update as ``_solve`` on a toy whose
+    iterates stay inside the domain with ln L rising; a toy that would need a cut, a row, or ends
+    with a row <= 0 is marked failed (``ok`` False) and left to ``_solve``. Returns (res, ok), res
+    as ``_solve``'s (valid where ok).
+    """
+    n, P = theta.shape
+    theta = theta.copy()
+    ell, g, j = (a.copy() for a in start)
+    ok = np.zeros(n, bool)
+    n_iter = np.zeros(n, np.int64)
+    live = np.isfinite(ell)
+    eye = np.eye(P)
+    prev_low = start_low  # the gradient and Hessian in hand come from a float32 pass
+    for it in range(1, max_iter + 1):
+        li = np.flatnonzero(live)
+        if li.size == 0:
+            break
+        th, jd, gd = theta[li], j[li], g[li]
+        jscale = np.trace(jd, axis1=1, axis2=2) / max(P, 1)
+        step = _solve_small(jd + (_RIDGE * np.maximum(jscale, 1e-6))[:, None, None] * eye, gd)
+        dec = np.einsum("np,npq,nq->n", step, jd, step)
+        eta = np.einsum("np,np->n", np.abs(step), np.sqrt(np.abs(np.einsum("npp->np", jd))))
+        size = _rmax(np.abs(step), 0.0)
+        scale_th = 1.0 + _rmax(np.abs(th), 0.0)
+        small = ((size <= tol * scale_th) | ((size <= 1e-3 * scale_th) & (eta < 0.5 * hess_rtol)
+                                              & (eta * size <= 0.1 * tol * scale_th)) | (dec <= tol * tol * jscale))
+        finite = _rfinite(step)
+        if prev_low:  # gradient and Hessian from a float32 pass: one more (float64) step
+            small[:] = False
+        conv = small & (eta < 0.5) & finite
+        slope = np.einsum("np,np->n", gd, step)
+        new = th + step
+        c = li[conv]
+        theta[c], ell[c], ok[c], n_iter[c] = new[conv], ell[c] + slope[conv] - 0.5 * dec[conv], True, it
+        go = ~small & finite & (_rmax(np.abs(new), 0.0) <= _HUGE)
+        live[li[~go]] = False
+        tr = np.flatnonzero(go)
+        if tr.size == 0:
+            continue
+        ti = li[tr]
+        low = it == 1 and ts.low is not None  # the first step's pass in float32 (the next steps correct it)
+        was_low, prev_low = prev_low, low
+        if ti.size >= 0.5 * n:  # evaluating the whole set beats gathering most of it
+            full = theta.copy()
+            full[ti] = new[tr]
+            e_, g_, j_ = (a[ti] for a in ts.evaluate(full, low=low))
+        else:
+            e_, g_, j_ = ts.evaluate(new[tr], ti, low=low)
+        tiny = size[tr] <= 1e-15 * scale_th[tr]
+        # ln L in float32 (this pass, or the last one) is good to ~1e-6 |ln L|: the rise test allows for it
+        slack = 1e-5 * (1.0 + np.abs(ell[ti])) if (low or was_low) else 0.0
+        acc = np.isfinite(e_) & ((e_ >= ell[ti] + 1e-4 * slope[tr] - slack) | tiny)
+        a_ = ti[acc]
+        theta[a_], ell[a_], g[a_], j[a_], n_iter[a_] = new[tr[acc]], e_[acc], g_[acc], j_[acc], it
+        live[ti[~acc]] = False
+    oi = np.flatnonzero(ok)
+    if oi.size:
+        inside = _rmin(ts.rows(theta[oi], oi)) > 0
+        ok[oi[~inside]] = False
+    res = dict(theta=theta, W=-np.ones((n, P), int), ell=ell, g=g, j=j, converged=ok.copy(), n_iter=n_iter)
+    return res, ok
+
+
 # --------------------------------------------------------------------------- profile in (alpha, phi)
 
 
@@ -800,12 +931,17 @@ class _Phi:
         self.centre, self.iw2 = th.centre, th.iw2
         self.ones = th.ones
         self.th = th
+        self.low = None  # float32 (base, y, E) for the first Newton pass, where the theta set has them
+        if th.low is not None:
+            b32, c32 = th.low
+            y32 = c32[prn]
+            self.low = (b32, y32, [c32[p] - y32 if o else c32[p] for p, o in zip(self.keep, num_other)])
 
     def theta(self, alpha, phi, idx=None):
-        s = (self.R if idx is None else self.R[idx]) - phi[:, self.kappa].sum(axis=1)
+        s = (self.R if idx is None else self.R[idx]) - _rsum(phi[:, self.kappa])
         theta = np.empty((alpha.size, self.spec.P))
         theta[:, self.keep] = phi
-        theta[:, self.spec.pos_rn] = alpha * s - phi[:, self.numo].sum(axis=1)
+        theta[:, self.spec.pos_rn] = alpha * s - _rsum(phi[:, self.numo])
         return theta
 
     def phi(self, theta):
@@ -823,36 +959,57 @@ class _Phi:
             d[:, prn, 1 + c] = -alpha * self.kappa[c] - self.numo[c]
         return d
 
-    def evaluate(self, alpha, phi, idx=None, *, with_alpha=True):
-        """ln L, d/d alpha, d/d phi, d2/d alpha2, d2/d alpha d phi, d2/d phi2 (second derivatives, not negated)."""
+    def evaluate(self, alpha, phi, idx=None, *, with_alpha=True, low=False):
+        """ln L, d/d alpha, d/d phi, d2/d alpha2, d2/d alpha d phi, d2/d phi2 (second derivatives, not negated).
+
+        ``alpha`` (G, n) and ``phi`` (G, n, k) with idx None: G points per toy (e.g. both interval ends
+        and the LR point), evaluated chunk by chunk with each chunk's event arrays read once for all G;
+        the results come flattened, point g of toy i at g n + i. ``low``: the per-event sums in float32
+        (where the copies exist; for a first Newton step only).
+        """
         R = self.R if idx is None else self.R[idx]
+        if alpha.ndim == 2:
+            n_g = alpha.shape[0]
+            alpha, phi = alpha.reshape(-1), phi.reshape(alpha.size, phi.shape[2])
+            s = np.tile(R, n_g) - _rsum(phi[:, self.kappa])
+        else:
+            n_g = 1
+            s = R - _rsum(phi[:, self.kappa])
+        n_t = R.size
         n, k = alpha.size, len(self.E)
-        s = R - phi[:, self.kappa].sum(axis=1)
         a_s = alpha * s
+        b_all, y_all, e_all, ones, a_c, p_c = self.base, self.y, self.E, self.ones, a_s, phi
+        if low and self.low is not None:
+            (b_all, y_all, e_all), ones = self.low, self.ones.astype(np.float32)
+            a_c, p_c = a_s.astype(np.float32), phi.astype(np.float32)
         ell, sv, svv = np.empty(n), np.empty(n), np.empty(n)
         sw, svw, sww = np.empty((n, k)), np.empty((n, k)), np.empty((n, k, k))
         step = max(1, _CACHE_EVENTS // max(self.base.shape[1], 1))
-        for s0 in range(0, n, step):  # per-event sums, chunk by chunk (cache)
-            sl = slice(s0, min(n, s0 + step))
+        for s0 in range(0, n_t, step):  # per-event sums, chunk by chunk (cache)
+            sl = slice(s0, min(n_t, s0 + step))
             src = sl if idx is None else idx[sl]
-            y, E = self.y[src], [e[src] for e in self.E]
-            m = self.base[src] + a_s[sl, None] * y
-            for p in range(k):
-                m += phi[sl, p, None] * E[p]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ell[sl] = np.log(m) @ self.ones
-                r = np.divide(1.0, m, out=m)
-            if not np.all(np.isfinite(ell[sl])):  # off the domain: derivatives are garbage (ell = -inf marks it)
-                r[~np.isfinite(r) | (r < 0)] = 0.0
-            v = y * r
-            w = [e * r for e in E]
-            sv[sl] = v @ self.ones
-            svv[sl] = np.einsum("ij,ij->i", v, v)
-            for p in range(k):
-                sw[sl, p] = w[p] @ self.ones
-                svw[sl, p] = np.einsum("ij,ij->i", v, w[p])
-                for q in range(p, k):
-                    sww[sl, p, q] = sww[sl, q, p] = np.einsum("ij,ij->i", w[p], w[q])
+            y, E, base = y_all[src], [e[src] for e in e_all], b_all[src]
+            for gi in range(n_g):
+                pt = slice(gi * n_t + sl.start, gi * n_t + sl.stop)
+                m = base + a_c[pt, None] * y
+                for p in range(k):
+                    m += p_c[pt, p, None] * E[p]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ell[pt] = np.log(m) @ ones
+                    r = np.divide(1.0, m, out=m)
+                if not np.all(np.isfinite(ell[pt])):  # off the domain: derivatives are garbage (ell = -inf marks it)
+                    r[~np.isfinite(r) | (r < 0)] = 0.0
+                v = y * r
+                w = [e * r for e in E]
+                sv[pt] = v @ ones
+                svv[pt] = np.einsum("ij,ij->i", v, v)
+                for p in range(k):
+                    sw[pt, p] = w[p] @ ones
+                    svw[pt, p] = np.einsum("ij,ij->i", v, w[p])
+                    for q in range(p, k):
+                        sww[pt, p, q] = sww[pt, q, p] = np.einsum("ij,ij->i", w[p], w[q])
+        if n_g > 1:
+            idx = np.tile(np.arange(n_t) if idx is None else idx, n_g)
         ell = np.where(np.isfinite(ell), ell, -np.inf)
         sel = (lambda a: a) if idx is None else (lambda a: a[idx])
         kap = self.kappa.astype(float)
@@ -877,105 +1034,93 @@ class _Phi:
         return out
 
 
-def _fast_crossing(ph: _Phi, side, alpha_hat, theta_hat, ell_hat, q, lim, *, tol, max_iter=10):
-    """Interval ends by Newton on (ln L(alpha, phi) = ln L_hat - 1/2, d ln L / d phi = 0), all toys together.
+def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, tol, max_iter=10, use=None):
+    """Both interval ends and ln L_profile(alpha_at) by Newton from the quadratic approximation, all toys together.
 
-    Starts from the quadratic approximation (alpha_hat + side sigma, phi on the tangent of the
-    profile); a toy is accepted only if every iterate stays inside the domain (events, S > 0,
-    support rows > 0) and beyond alpha_hat, and the step falls below tol: such a point is the
-    maximum over phi of the concave slice (no constraint binds), i.e. the profile crossing.
-    Returns (end, ok).
+    Three points per toy, evaluated in the same passes over the events (``_Phi.evaluate`` with G = 3):
+    the ends (side -1, +1) by Newton on (ln L(alpha, phi) = ln L_hat - 1/2, d ln L / d phi = 0) from
+    (alpha_hat + side sigma, phi on the tangent of the profile), and the profile at alpha_at (NaN: not
+    wanted) by Newton in phi from the tangent. A point is accepted only if every iterate stays inside the
+    domain (events, S > 0, the rows of ``ph.th`` > 0; the ends also beyond alpha_hat and before ``lim``
+    (n, 2)) and the step falls below tol: such a point is the maximum over phi of the concave slice (no
+    constraint binds), i.e. the profile crossing or value. Returns (value (3, n), ok (3, n), theta (3, n, P)):
+    the lower end, the upper end, and ln L_profile(alpha_at). ``use``: the toys to solve (default all).
     """
     n = alpha_hat.size
     k = ph.keep.size
-    qinv = np.linalg.inv(q) if k else 1.0 / q
-    sigma = np.sqrt(qinv[:, 0, 0])
     tang = -_solve_small(q[:, 1:, 1:], q[:, 1:, 0]) if k else np.zeros((n, 0))
-    ref = ell_hat - 0.5
-    alpha = alpha_hat + side * sigma
-    phi = ph.phi(theta_hat) + (side * sigma)[:, None] * tang
-    end = np.full(n, np.nan)
-    ok = np.zeros(n, bool)
-    th_end = np.full((n, ph.spec.P), np.nan)
-    live = np.ones(n, bool)
-    full = True  # all toys evaluated (finished ones ride along) until fewer than half are live
-    for _ in range(max_iter):
-        idx = np.arange(n) if full else np.flatnonzero(live)
-        ev = ph.evaluate(alpha[idx], phi[idx], None if full else idx)
-        jac = np.zeros((idx.size, k + 1, k + 1))
-        jac[:, :k, 0] = ev["hap"]
-        jac[:, :k, 1:] = ev["hpp"]
-        jac[:, k, 0] = ev["ga"]
-        jac[:, k, 1:] = ev["gp"]
-        rhs = -np.concatenate([ev["gp"], (ev["ell"] - ref[idx])[:, None]], axis=1)
-        d = _solve_small(jac, rhs)
-        a_new, p_new = alpha[idx] + d[:, 0], phi[idx] + d[:, 1:]
-        sub = None if full else idx
+    # sigma^2 = (q^-1)_00 = 1 / (q_00 - q_0p q_pp^-1 q_p0)
+    sigma = 1.0 / np.sqrt(q[:, 0, 0] + np.einsum("np,np->n", q[:, 0, 1:], tang))
+    phi_hat = ph.phi(theta_hat)
+    want = np.isfinite(alpha_at)
+    at = np.where(want, alpha_at, alpha_hat)
+    side = np.repeat([-1.0, 1.0, 0.0], n)
+    cross = side != 0
+    alpha = np.concatenate([alpha_hat - sigma, alpha_hat + sigma, at])
+    phi = np.concatenate([phi_hat - sigma[:, None] * tang, phi_hat + sigma[:, None] * tang,
+                          phi_hat + (at - alpha_hat)[:, None] * tang])
+    toy, grp = np.tile(np.arange(n), 3), np.repeat(np.arange(3), n)
+    a_hat, ref = alpha_hat[toy], (ell_hat - 0.5)[toy]
+    bound = np.concatenate([lim[:, 0], lim[:, 1], np.zeros(n)])
+    val = np.full(3 * n, np.nan)
+    ok = np.zeros(3 * n, bool)
+    th_end = np.full((3 * n, ph.spec.P), np.nan)
+    use = np.ones(n, bool) if use is None else use  # toys not in use ride along, never live
+    live = np.concatenate([use, use, want & use])
+    whole = np.ones(3, bool)  # per point group: all its toys evaluated (finished ones ride along) until < half live
+    for it in range(max_iter):
+        low = it == 0 and ph.low is not None  # the first pass in float32: its step is corrected by the next ones
+        whole &= live.reshape(3, n).sum(axis=1) >= 0.5 * n
+        gw = np.flatnonzero(whole)
+        rest = np.flatnonzero(live & ~whole[grp])  # the live points of the other groups, gathered
+        pi = np.concatenate([np.flatnonzero(whole[grp]), rest])
+        parts = []
+        if gw.size:
+            parts.append(ph.evaluate(alpha.reshape(3, n)[gw], phi.reshape(3, n, k)[gw], low=low))
+        if rest.size:
+            parts.append(ph.evaluate(alpha[rest], phi[rest], toy[rest], low=low))
+        ev = parts[0] if len(parts) == 1 else {key: np.concatenate([p_[key] for p_ in parts]) for key in parts[0]}
+        cr = cross[pi]
+        d = np.zeros((pi.size, k + 1))
+        ci = np.flatnonzero(cr)
+        if ci.size:  # the ends: (d ln L / d phi, ln L - ref) = 0 in (alpha, phi)
+            jac = np.zeros((ci.size, k + 1, k + 1))
+            jac[:, :k, 0] = ev["hap"][ci]
+            jac[:, :k, 1:] = ev["hpp"][ci]
+            jac[:, k, 0] = ev["ga"][ci]
+            jac[:, k, 1:] = ev["gp"][ci]
+            rhs = -np.concatenate([ev["gp"][ci], (ev["ell"][ci] - ref[pi[ci]])[:, None]], axis=1)
+            d[ci] = _solve_small(jac, rhs)
+        fi = np.flatnonzero(~cr)
+        if fi.size and k:  # the profile point: d ln L / d phi = 0 at fixed alpha
+            d[fi, 1:] = -_solve_small(ev["hpp"][fi], ev["gp"][fi])
+        a_new, p_new = alpha[pi] + d[:, 0], phi[pi] + d[:, 1:]
         with np.errstate(invalid="ignore", over="ignore"):
-            th = ph.theta(a_new, p_new, sub)
-        rows = ph.th.rows(th, sub)
+            th = ph.theta(a_new, p_new, toy[pi])
+        rows = ph.th.rows(th, toy[pi])
+        sd = side[pi]
         with np.errstate(invalid="ignore"):
-            feasible = (np.isfinite(ev["ell"]) & (ev["s"] > 0) & np.all(np.isfinite(d), axis=1)
-                        & (rows.min(axis=1, initial=np.inf) > 0) & (side * (a_new - alpha_hat[idx]) > 0)
-                        & (side * (a_new - lim[idx]) < 0))
-        # eta bounds max_i |d m_i / m_i| over the step; the error the step leaves is O(eta |step|)
-        with np.errstate(invalid="ignore"):
-            eta = np.abs(d[:, 0]) * np.sqrt(-ev["haa"]) + np.einsum(
+            feasible = (np.isfinite(ev["ell"]) & (ev["s"] > 0) & _rfinite(d)
+                        & (_rmin(rows) > 0)
+                        & (~cr | ((sd * (a_new - a_hat[pi]) > 0) & (sd * (a_new - bound[pi]) < 0))))
+            # eta bounds max_i |d m_i / m_i| over the step; the error the step leaves is O(eta |step|)
+            eta = np.abs(d[:, 0]) * np.sqrt(np.abs(ev["haa"])) + np.einsum(
                 "np,np->n", np.abs(d[:, 1:]), np.sqrt(np.abs(np.einsum("npp->np", ev["hpp"]))))
             size = np.maximum(np.abs(d[:, 0]) / (1 + np.abs(a_new)),
-                              np.abs(d[:, 1:]).max(axis=1, initial=0.0) / (1 + np.abs(p_new).max(axis=1, initial=0.0)))
-            small = (size <= tol) | ((size <= 1e-3) & (eta < 0.1) & (eta * size <= 0.1 * tol))
-        lv = live[idx]
-        alpha[idx[lv]], phi[idx[lv]] = a_new[lv], p_new[lv]
+                              _rmax(np.abs(d[:, 1:]), 0.0) / (1 + _rmax(np.abs(p_new), 0.0)))
+            small = ((size <= tol) | ((size <= 1e-3) & (eta < 0.1) & (eta * size <= 0.1 * tol))) & (not low)
+        lv = live[pi]
+        alpha[pi[lv]], phi[pi[lv]] = a_new[lv], p_new[lv]
         fin = feasible & small & lv
-        end[idx[fin]] = a_new[fin]
-        ok[idx[fin]] = True
-        th_end[idx[fin]] = th[fin]
-        live[idx] = lv & feasible & ~small
+        # the ends: the new alpha; the profile value: the last (tiny) step on the quadratic model, + g.d / 2
+        val[pi[fin]] = np.where(cr[fin], a_new[fin],
+                                ev["ell"][fin] + 0.5 * np.einsum("np,np->n", ev["gp"][fin], d[fin, 1:]))
+        ok[pi[fin]] = True
+        th_end[pi[fin]] = th[fin]
+        live[pi] = lv & feasible & ~small
         if not live.any():
             break
-        full = full and live.sum() >= 0.5 * n
-    return end, ok, th_end
-
-
-def _fast_profile_at(ph: _Phi, alpha, theta_hat, alpha_hat, q, *, tol, max_iter=10):
-    """ln L_profile(alpha) by Newton in phi from the profile tangent; returns (ell, ok) (ok: strictly inside)."""
-    n = alpha.size
-    k = ph.keep.size
-    tang = -_solve_small(q[:, 1:, 1:], q[:, 1:, 0]) if k else np.zeros((n, 0))
-    phi = ph.phi(theta_hat) + (alpha - alpha_hat)[:, None] * tang
-    ell = np.full(n, np.nan)
-    ok = np.zeros(n, bool)
-    th_end = np.full((n, ph.spec.P), np.nan)
-    live = np.ones(n, bool)
-    full = True
-    for _ in range(max_iter):
-        idx = np.arange(n) if full else np.flatnonzero(live)
-        ev = ph.evaluate(alpha[idx], phi[idx], None if full else idx, with_alpha=False)
-        d = -_solve_small(ev["hpp"], ev["gp"]) if k else np.zeros((idx.size, 0))
-        p_new = phi[idx] + d
-        sub = None if full else idx
-        with np.errstate(invalid="ignore", over="ignore"):
-            th = ph.theta(alpha[idx], p_new, sub)
-        rows = ph.th.rows(th, sub)
-        feasible = (np.isfinite(ev["ell"]) & (ev["s"] > 0) & np.all(np.isfinite(d), axis=1)
-                    & (rows.min(axis=1, initial=np.inf) > 0))
-        with np.errstate(invalid="ignore"):
-            eta = np.einsum("np,np->n", np.abs(d), np.sqrt(np.abs(np.einsum("npp->np", ev["hpp"]))))
-            size = np.abs(d).max(axis=1, initial=0.0) / (1 + np.abs(p_new).max(axis=1, initial=0.0))
-            small = (size <= tol) | ((size <= 1e-3) & (eta < 0.1) & (eta * size <= 0.1 * tol))
-        lv = live[idx]
-        phi[idx[lv]] = p_new[lv]
-        fin = feasible & small & lv
-        # the last (tiny) step on the quadratic model: + g.d / 2
-        ell[idx[fin]] = ev["ell"][fin] + 0.5 * np.einsum("np,np->n", ev["gp"][fin], d[fin])
-        ok[idx[fin]] = True
-        th_end[idx[fin]] = th[fin]
-        live[idx] = lv & feasible & ~small
-        if not live.any():
-            break
-        full = full and live.sum() >= 0.5 * n
-    return ell, ok, th_end
+    return val.reshape(3, n), ok.reshape(3, n), th_end.reshape(3, n, -1)
 
 
 # --------------------------------------------------------------------------- nested (robust) profile path
@@ -1053,8 +1198,9 @@ def _robust_crossing(ts: _Theta, side, alpha_hat, theta_hat, ell_hat, sigma, lim
 # --------------------------------------------------------------------------- one block of toys
 
 
-def _theta_set(spec: _Spec, d, mask, sup, floor):
-    """_Theta for the toys of d (n, N, K); pads contribute nothing (base 1, columns 0)."""
+def _theta_set(spec: _Spec, d, mask, sup, floor, with_low=False):
+    """_Theta for the toys of d (n, N, K); pads contribute nothing (base 1, columns 0). ``with_low``: with float32
+    copies of the per-event arrays (the first Newton passes)."""
     n, N, K = d.shape
     if floor is not None:
         low = np.max(d, axis=2) < floor  # no component has density here: floored (warned by the caller)
@@ -1079,12 +1225,13 @@ def _theta_set(spec: _Spec, d, mask, sup, floor):
             hit = _ROWS_CACHE[key] = (sup, (sup[:, spec.free] - sup[:, [spec.rd]], sup[:, spec.rd].copy(),
                                             sup[:, spec.fixed]))
         rows = hit[1]
-    return _Theta(spec, base, cols, spec.R, spec.t, rows, spec.centre, 1.0 / spec.width**2)
+    low32 = (base.astype(np.float32), cols.astype(np.float32)) if with_low else None
+    return _Theta(spec, base, cols, spec.R, spec.t, rows, spec.centre, 1.0 / spec.width**2, low=low32)
 
 
-def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter):
+def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter, low=False):
     n = d.shape[0]
-    ts = _theta_set(spec, d, mask, sup, floor)
+    ts = _theta_set(spec, d, mask, sup, floor, low)
     P = spec.P
     # start: the true fractions pulled 5 % towards equal shares of the free ones (strictly inside)
     n_free = spec.P + 1
@@ -1092,7 +1239,7 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter):
     f_eq[:, np.r_[spec.free, spec.rd]] = (spec.R / n_free)[:, None]
     f_eq[:, spec.fixed] = spec.t
     theta0 = (0.95 * spec.f_true + 0.05 * f_eq)[:, spec.free]
-    ev0 = ts.evaluate(theta0)
+    ev0 = ts.evaluate(theta0, low=True)  # float32 where available: only the fast path's first step uses it
     bad = np.flatnonzero(~np.isfinite(ev0[0]))
     if bad.size:
         theta0[bad] = f_eq[bad][:, spec.free]
@@ -1102,17 +1249,29 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter):
     res = dict(theta=np.full((n, P), np.nan), W=-np.ones((n, P), int), ell=np.full(n, -np.inf),
                g=np.zeros((n, P)), j=np.zeros((n, P, P)), converged=np.zeros(n, bool), n_iter=np.zeros(n, np.int64))
 
-    def fit(tset, rows_idx):
-        r = _solve(tset if rows_idx.size == n else tset.take(rows_idx), theta0[rows_idx],
-                   -np.ones((rows_idx.size, P), int), tol=tol, max_iter=max_iter, hess_rtol=1e-6,
-                   start=[a[rows_idx] for a in ev0])
+    def fit(tset, rows_idx, fast=False):
+        sub = tset if rows_idx.size == n else tset.take(rows_idx)
+        st = [a[rows_idx] for a in ev0]
+        if fast:  # plain Newton first; the toys it cannot finish go through the active-set solve
+            r, ok = _free_newton(sub, theta0[rows_idx], st, tol=tol, max_iter=max_iter, hess_rtol=1e-6,
+                                 start_low=ts.low is not None)
+            for key in res:
+                res[key][rows_idx[ok]] = r[key][ok]
+            if ok.all():
+                return
+            rest = np.flatnonzero(~ok)
+            sub, rows_idx = sub.take(rest), rows_idx[rest]
+        if ts.low is not None:  # the start in float64
+            st = list(sub.evaluate(theta0[rows_idx]))
+        r = _solve(sub, theta0[rows_idx], -np.ones((rows_idx.size, P), int), tol=tol, max_iter=max_iter,
+                   hess_rtol=1e-6, start=st)
         for key in res:
             res[key][rows_idx] = r[key]
 
     todo = np.flatnonzero(~impossible)
     if todo.size and ts.sup is not None:
         # first without the support rows (cheap); toys whose optimum violates one are refitted with all
-        fit(ts.no_support(), todo)
+        fit(ts.no_support(), todo, fast=True)
         smin = ts.support_min(res["theta"]) if todo.size == n else ts.take(todo).support_min(res["theta"][todo])
         viol = ~res["converged"][todo] | ~(smin >= 0)
         smin_hat = np.full(n, -np.inf)
@@ -1124,7 +1283,7 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter):
             res["n_iter"][todo] += n_first[viol]
             smin_hat[todo] = -np.inf  # refitted with the rows: W tells whether they bind
     elif todo.size:
-        fit(ts, todo)
+        fit(ts, todo, fast=True)
         smin_hat = np.full(n, np.inf)
     else:
         smin_hat = np.full(n, -np.inf)
@@ -1161,24 +1320,28 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter):
     todo_lo, todo_hi, todo_lr = good.copy(), good.copy(), good & ~outside
     lr[good & outside] = np.inf
     if inner.any():
-        fi = np.flatnonzero(inner)
+        # all toys of the block ride along (their event arrays are not copied); only the inner ones are live
+        fi = np.flatnonzero(inner) if inner.sum() < 0.5 * n else np.arange(n)
+        use = inner[fi]
         sub = ts if fi.size == n else ts.take(fi)
         ph = _Phi(spec, sub.no_support())  # support rows are checked at the results only
-        dj = ph.jacobian(alpha[fi], theta[fi])
-        q = np.einsum("npa,npq,nqb->nab", dj, j[fi], dj)
-        for side, out, todo, lim in ((-1, lo, todo_lo, lim_lo), (1, hi, todo_hi, lim_hi)):
-            e, ok, th_e = _fast_crossing(ph, side, alpha[fi], theta[fi], ell[fi], q, lim[fi], tol=tol)
-            ok &= sub.support_min(np.where(ok[:, None], th_e, th0[fi])) > 0
-            out[fi[ok]] = e[ok]
-            todo[fi[ok]] = False
-        fl = np.flatnonzero(todo_lr[fi])
-        if fl.size:
-            sub3 = sub if fl.size == fi.size else sub.take(fl)
-            sub2 = ph if fl.size == fi.size else _Phi(spec, sub3.no_support())
-            lp, ok, th_e = _fast_profile_at(sub2, at[fi[fl]], theta[fi[fl]], alpha[fi[fl]], q[fl], tol=tol)
-            ok &= sub3.support_min(np.where(ok[:, None], th_e, th0[fi[fl]])) > 0
-            lr[fi[fl[ok]]] = np.maximum(2.0 * (ell[fi[fl[ok]]] - lp[ok]), 0.0)
-            todo_lr[fi[fl[ok]]] = False
+        a_f = np.where(use, alpha[fi], 0.0)
+        th_f = th0[fi]
+        dj = ph.jacobian(a_f, th_f)
+        q = np.einsum("npa,npq,nqb->nab", dj, np.where(use[:, None, None], j[fi], np.eye(P)), dj)
+        q[~use] = np.eye(P)
+        lim_f = np.where(use[:, None], limits[fi], 0.0)
+        a_at = np.where(use & todo_lr[fi], at[fi], np.nan)
+        val, ok, th_e = _fast_profile(ph, a_f, th_f, np.where(use, ell[fi], 0.0), q, lim_f, a_at, tol=tol,
+                                      use=use)
+        ok &= (sub.support_min(np.where(ok[..., None], th_e, th_f[None]).reshape(-1, P), idx=np.tile(
+            np.arange(fi.size), 3)) > 0).reshape(3, -1)
+        for g_, out, todo in ((0, lo, todo_lo), (1, hi, todo_hi)):
+            out[fi[ok[g_]]] = val[g_][ok[g_]]
+            todo[fi[ok[g_]]] = False
+        fl = fi[ok[2]]
+        lr[fl] = np.maximum(2.0 * (ell[fl] - val[2][ok[2]]), 0.0)
+        todo_lr[fl] = False
     # nested path for the rest
     for side, out, todo, lim in ((-1, lo, todo_lo, lim_lo), (1, hi, todo_hi, lim_hi)):
         if todo.any():
@@ -1285,11 +1448,20 @@ def fit_fractions(
     With one free parameter the problem is ``fit_mixture``'s and is solved by it (its flooring
     rule then applies: each density is floored); ``_force_multi`` (tests) takes the K-fraction path.
     """
-    d, mask, n_events, dmax = _validate_densities(densities, mask)
+    d, mask, n_events, ext = _validate_densities(densities, mask)
     n, n_max, K = d.shape
     spec = _build_spec(K, n, num, den, f_true, treatment, widths, centres)
     if not (tol > 0 and max_iter >= 1):
         raise ValueError("tol must be > 0 and max_iter >= 1")
+    try:
+        floor_ok = not isinstance(density_floor, (bool, np.bool_)) and bool(np.isfinite(float(density_floor))
+                                                                            and float(density_floor) >= 0)
+    except (TypeError, ValueError):
+        floor_ok = False
+    if not floor_ok:
+        raise ValueError(f"density_floor must be a finite number >= 0 (a fraction of the largest density; "
+                         f"the default is 1e-12), got {density_floor!r}")
+    density_floor = float(density_floor)
     sup, sup_key = _prepare_support(support, K)
     if spec.P == 1 and not _force_multi:
         support_raw = None if support is None else np.asarray(support, dtype=float)
@@ -1299,7 +1471,10 @@ def fit_fractions(
     limits = np.tile([-np.inf, np.inf], (n, 1))
     if sup is not None:
         key = np.column_stack([spec.t, spec.R])
-        rows, inv = np.unique(key, axis=0, return_inverse=True)
+        if np.all(key == key[0]):  # one set of fixed fractions (the common case): no sort
+            rows, inv = key[:1], np.zeros(n, np.int64)
+        else:
+            rows, inv = np.unique(key, axis=0, return_inverse=True)
         for u, row in enumerate(rows):
             lkey = (sup_key, tuple(spec.num), tuple(spec.den), tuple(spec.fixed), tuple(row))
             lim = _LIMITS_CACHE.get(lkey)  # one lookup: another thread may clear the cache in between
@@ -1309,15 +1484,21 @@ def fit_fractions(
                 lim = _LIMITS_CACHE[lkey] = _alpha_limits_lp(sup, spec, row[:-1], row[-1])
             limits[inv.ravel() == u] = lim
 
-    floor = density_floor * dmax.max()
-    low = dmax < floor
-    if mask is not None:
-        low &= mask
-    n_low = int(low.sum())
+    floor = density_floor * ext[1]
+    n_low = 0
+    if ext[0] < floor:  # some density is below the floor: count the events where every one is
+        cand = np.flatnonzero(d.reshape(-1, K)[:, 0] < floor)  # every density low: the first is
+        dc = d.reshape(-1, K)[cand]
+        low_c = dc.max(axis=1) < floor
+        if mask is not None:
+            low_c &= mask.reshape(-1)[cand]
+        n_low = int(low_c.sum())
     if n_low:
         warnings.warn(f"{n_low} event(s) where every component density is below {floor:.3g}; floored to keep "
                       "the likelihood finite - check the template support", ZeroDensityWarning, stacklevel=2)
     block = max(1, int(block_size) // max(n_max, 1))
+    # float32 for the first Newton passes where every event density is safely inside its range
+    low = bool(ext[1] < 1e30 and density_floor * ext[1] > 1e-30)
     parts = []
     for s0 in range(0, n, block):
         sl = slice(s0, min(n, s0 + block))
@@ -1326,7 +1507,7 @@ def fit_fractions(
         # non-finite intermediates are handled explicitly (ln L = -inf off the domain, failed solves)
         with np.errstate(all="ignore"):
             parts.append(_fit_block(sub_spec, d[sl], None if mask is None else mask[sl], sup, limits[sl],
-                                    floor if n_low else None, tol, max_iter))
+                                    floor if n_low else None, tol, max_iter, low))
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return FractionFit(n_events=n_events, alpha_limits=limits, **out)
 

@@ -27,12 +27,15 @@ def _words(value) -> list[int]:
     return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
 
 
-def toy_seed(study_seed: int, method="", smearing="", alpha=0.0, n_events=0, batch=0) -> np.random.Generator:
+def toy_seed(study_seed: int, method="", smearing="", alpha=0.0, n_events=0, batch=0, *,
+             fractions: Mapping[str, float] | None = None) -> np.random.Generator:
     """Deterministic Generator for one batch of toys of one (method, smearing, alpha, N) cell.
 
     Built from a ``numpy.random.SeedSequence`` of all components, so cells and batches get
     independent streams and rerunning any one batch reproduces it. ``study_seed`` (the study's
-    ``seed``) is required: this module reads no global settings.
+    ``seed``) is required: this module reads no global settings. ``fractions``: the nuisance
+    components' true fractions of a K > 2 cell; they enter the seed only where one is non-zero,
+    so a cell without nuisance events draws the two-component cell's stream.
     """
     if study_seed is None:
         raise TypeError("toy_seed needs the study seed (an integer, e.g. the job's seed); "
@@ -40,7 +43,11 @@ def toy_seed(study_seed: int, method="", smearing="", alpha=0.0, n_events=0, bat
     study_seed = int(study_seed)
     alpha = round(float(alpha), 12)  # 0.7 and 0.7000000000000001 are the same cell
     entropy = []
-    for part in (study_seed, str(method), str(smearing), alpha, int(n_events), int(batch)):
+    parts = [study_seed, str(method), str(smearing), alpha, int(n_events), int(batch)]
+    if fractions and any(float(f) != 0.0 for f in fractions.values()):
+        for name, f in sorted(fractions.items()):
+            parts += [str(name), round(float(f), 12)]
+    for part in parts:
         entropy += _words(part)
     return np.random.default_rng(np.random.SeedSequence(entropy))
 
@@ -167,8 +174,12 @@ def toy_counts(rng: np.random.Generator, fractions, *, n_events: int, n_toys: in
     rest = 1.0
     for k in range(f.size - 1):
         p = min(max(f[k] / rest, 0.0), 1.0) if rest > 0 else 0.0
-        counts[:, k] = (toy_composition(rng, alpha=p, n_events=n_events, n_toys=n_toys) if k == 0
-                        else rng.binomial(left, p))
+        if k == 0:
+            counts[:, k] = toy_composition(rng, alpha=p, n_events=n_events, n_toys=n_toys)
+        elif p < 1e-12 or p > 1 - 1e-12:  # certain (up to rounding): no draw, so absent components
+            counts[:, k] = left if p > 0.5 else 0  # leave the stream as it was
+        else:
+            counts[:, k] = rng.binomial(left, p)
         left -= counts[:, k]
         rest -= f[k]
     counts[:, -1] = left

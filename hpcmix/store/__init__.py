@@ -2,27 +2,43 @@
 versioned .npz stage artefacts (templates, toy batches)."""
 
 from .artefacts import (
+    FRACTION_BATCH_FORMAT,
     TEMPLATES_FORMAT,
     TOY_BATCH_FORMAT,
     ArtefactFormatError,
+    FractionBatch,
+    PoolDensities,
+    PoolUses,
     ToyBatch,
+    load_fraction_batch,
     load_templates,
+    load_test_pool,
     load_toy_batch,
+    save_fraction_batch,
     save_templates,
+    save_test_pool,
     save_toy_batch,
 )
 from .events import EventStore, StoreLayout, StoreMismatchError
 
 __all__ = [
+    "FRACTION_BATCH_FORMAT",
     "TEMPLATES_FORMAT",
     "TOY_BATCH_FORMAT",
     "ArtefactFormatError",
     "EventStore",
+    "FractionBatch",
+    "PoolDensities",
+    "PoolUses",
     "StoreLayout",
     "StoreMismatchError",
     "ToyBatch",
+    "load_fraction_batch",
     "load_templates",
+    "load_test_pool",
     "load_toy_batch",
+    "save_fraction_batch",
     "save_templates",
+    "save_test_pool",
     "save_toy_batch",
 ]

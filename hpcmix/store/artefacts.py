@@ -1,6 +1,6 @@
-"""Versioned stage artefacts as plain NumPy ``.npz`` files: templates and toy batches.
+"""Versioned stage artefacts as plain NumPy ``.npz`` files: templates, test pools and toy batches.
 
-Both files hold only numeric / boolean / string arrays (no pickled objects) and load with
+All files hold only numeric / boolean / string arrays (no pickled objects) and load with
 numpy alone::
 
     import json, numpy as np
@@ -9,9 +9,10 @@ numpy alone::
         arrays = {k: f[k] for k in f.files}
 
 ``meta`` is a 0-d unicode array holding a JSON object. Every file's meta has ``format`` (an
-integer, raised whenever the layout changes incompatibly), ``kind``, ``components`` (the two
-mixture components by name, e.g. ``["H", "A"]``: the first is the alpha = 0 component, the
-second the alpha = 1 one, p(x|alpha) = (1 - alpha) p_first + alpha p_second) and
+integer, raised whenever the layout changes incompatibly), ``kind``, ``components`` (the
+mixture components by name, e.g. ``["H", "A"]``: for the two-component kinds the first is the
+alpha = 0 component, the second the alpha = 1 one, p(x|alpha) = (1 - alpha) p_first + alpha
+p_second; the K-component kinds list K >= 2 names, the order of their last array axis) and
 ``hpcmix_version``. Per-component arrays end in ``_<name>``.
 
 templates.npz (``TEMPLATES_FORMAT`` = 1)
@@ -49,6 +50,20 @@ shared ``data_range`` and ``positivity_range`` (the y range the positivity rule 
 settings: space, bandwidth (rule or number), adaptive, grid_size, logit_clip,
 positivity_quantile, adaptive_classes.
 
+kind ``phi_star_components`` (K components, x = phi*; ``hpcmix.stats.PhiStarComponents``): meta
+also has ``pair`` (the alpha = 0 and alpha = 1 components, also in settings). Arrays ``a``,
+``a_err``, ``c`` (0-d: the pair's model c -+ a cos x, first component minus), ``coefficients``
+and ``coefficient_errors`` (K, 2): (b_k, s_k) of p_k = (1 + b_k cos x + s_k sin x) / (2 pi) per
+component (the pair's rows are its model written that way, (-+ 2 pi a, 0)), ``n_events`` (K,)
+(training events per component); ``grid`` (512 nodes on [0, 2 pi]) and ``density_<name>`` for
+plots; ``support``. settings: pair, fourier_order, support_nodes.
+
+kind ``kde_components`` (K components, x = y; ``hpcmix.stats.KDEComponents``): the arrays of kind
+``kde`` for each of the K components (``density_<name>``, ``cum_<name>``, ...), shared ``grid``,
+``data_range``, ``positivity_range`` (of all K components' template events) and ``support``;
+same settings. Neither K kind stores positivity limits: with K > 2 they depend on the nuisance
+fractions (``fit_fractions`` gets them from ``support_nodes()``).
+
 batch-NNNNN.npz (``TOY_BATCH_FORMAT`` = 1): one batch of fitted toys
 --------------------------------------------------------------------
 meta: format, kind ``"toy_batch"``, components, ``fit_fields`` (the per-toy array names),
@@ -60,10 +75,23 @@ that component's test pool; ``max_uses`` (0-d) and ``note`` (0-d string: the reu
 
 test_pool.npz (``TEST_POOL_FORMAT`` = 1): a templates folder's test pool
 ---------------------------------------------------------------------
-meta: format, kind ``"test_pool"``, components, hpcmix_version. Arrays: ``values_<c>``
-(the estimator's variable for component c's test events) and ``density_<d>_on_<c>``
-(component d's template density at those events), for every pair of components.
+meta: format, kind ``"test_pool"``, components (two, or K for K-component templates),
+hpcmix_version. Arrays: ``values_<c>`` (the estimator's variable for component c's test events)
+and ``density_<d>_on_<c>`` (component d's template density at those events), for every pair
+(d, c) of components.
 
+fraction batch (``FRACTION_BATCH_FORMAT`` = 1): one batch of K-component toy fits
+--------------------------------------------------------------------------------
+meta: format, kind ``"fraction_batch"``, components (K), ``treatments`` (the nuisance
+treatments fitted, e.g. ``["fixed", "floated", "constrained"]``), ``fit_fields`` (the
+``hpcmix.stats.FractionFit`` fields), ``uses`` ({name: array name}), ``centres`` ({component:
+array name}), ``n_toys``, hpcmix_version. Arrays: ``<treatment>__<field>`` for every treatment
+and field, shape (n_toys,) except ``<treatment>__fractions`` (n_toys, K) and
+``<treatment>__alpha_limits`` (n_toys, 2); ``uses_<name>``, ``max_uses``, ``note`` as in a toy
+batch; ``centre_<component>`` (n_toys,): the per-toy constraint centres of the constrained
+components (the same toys in every treatment).
+
+Two-component files are unchanged by the K-component kinds (same kinds, formats and arrays).
 Files are written atomically (a temporary name, then ``os.replace``). Readers refuse, with
 ``ArtefactFormatError``, the pickles older hpcmix versions wrote (``templates.pkl``,
 ``batch-*.pkl``), files of another format number, and missing or malformed meta.
@@ -86,21 +114,26 @@ from ..errors import HpcmixError
 
 if TYPE_CHECKING:  # hpcmix.stats (scipy) is imported on first use: the event store does not need it
     from ..stats.fitter import MixtureFit
+    from ..stats.fractions import FractionFit
 
 __all__ = [
+    "FRACTION_BATCH_FORMAT",
     "TEMPLATES_FILE",
     "TEMPLATES_FORMAT",
     "TEST_POOL_FILE",
     "TEST_POOL_FORMAT",
     "TOY_BATCH_FORMAT",
     "ArtefactFormatError",
+    "FractionBatch",
     "PoolDensities",
     "PoolUses",
     "ToyBatch",
+    "load_fraction_batch",
     "load_templates",
     "load_test_pool",
     "load_toy_batch",
     "read_meta",
+    "save_fraction_batch",
     "save_templates",
     "save_test_pool",
     "save_toy_batch",
@@ -109,6 +142,7 @@ __all__ = [
 TEMPLATES_FORMAT = 1
 TOY_BATCH_FORMAT = 1
 TEST_POOL_FORMAT = 1
+FRACTION_BATCH_FORMAT = 1
 TEMPLATES_FILE = "templates.npz"
 TEST_POOL_FILE = "test_pool.npz"
 _OLD_TEMPLATES_FILE = "templates.pkl"
@@ -116,9 +150,17 @@ _PHI_STAR_TABLE_POINTS = 512
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
 _RERUN = {"templates": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)",
           "toy_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)",
-          "test_pool": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)"}
-_FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_pool": TEST_POOL_FORMAT}
-_KINDS = {"templates": ("phi_star", "kde"), "toy_batch": ("toy_batch",), "test_pool": ("test_pool",)}
+          "test_pool": "rerun the templates stage (e.g. `hpcmix templates ...` or `hpcmix run JOB`)",
+          "fraction_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)"}
+_FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_pool": TEST_POOL_FORMAT,
+            "fraction_batch": FRACTION_BATCH_FORMAT}
+_KINDS = {"templates": ("phi_star", "kde", "phi_star_components", "kde_components"), "toy_batch": ("toy_batch",),
+          "test_pool": ("test_pool",), "fraction_batch": ("fraction_batch",)}
+_LABELS = {"templates": "templates", "toy_batch": "toy batch", "test_pool": "test pool",
+           "fraction_batch": "fraction batch"}
+# kinds that hold exactly two components (the alpha = 0 one first); all others hold K >= 2
+_TWO_COMPONENT_KINDS = ("phi_star", "kde", "toy_batch")
+_TREATMENT = re.compile(r"^[A-Za-z0-9]+(_[A-Za-z0-9]+)*$")  # no "__": it separates treatment and field
 
 
 class ArtefactFormatError(HpcmixError, ValueError):
@@ -127,13 +169,13 @@ class ArtefactFormatError(HpcmixError, ValueError):
 
 @dataclass(frozen=True, eq=False)
 class PoolUses:
-    """How many toys of a batch used each test-pool event, per component (first: alpha = 0)."""
+    """How many toys of a batch used each test-pool event, per component (two: alpha = 0 first; or K)."""
 
     uses: dict[str, np.ndarray]
     max_uses: int
 
     @property
-    def components(self) -> tuple[str, str]:
+    def components(self) -> tuple[str, ...]:
         return tuple(self.uses)
 
     @property
@@ -157,10 +199,29 @@ class ToyBatch:
 
 
 @dataclass(frozen=True, eq=False)
+class FractionBatch:
+    """One stored batch of K-component toy fits: per treatment, the fit results; the pool reuse counts,
+    the reuse note and the per-toy constraint centres ({component: (n_toys,)})."""
+
+    fits: dict[str, FractionFit]
+    draw: PoolUses
+    note: str
+    centres: dict[str, np.ndarray]
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.draw.components
+
+    @property
+    def n_toys(self) -> int:
+        return len(next(iter(self.fits.values())))
+
+
+@dataclass(frozen=True, eq=False)
 class PoolDensities:
     """A test pool: per component, its events' values and every component's density at them."""
 
-    components: tuple[str, str]                      # (alpha = 0, alpha = 1)
+    components: tuple[str, ...]                      # (alpha = 0, alpha = 1), or the K components
     values: Mapping[str, np.ndarray]                 # component -> its test events' values
     density: Mapping[tuple[str, str], np.ndarray]    # (density of, events of) -> values
 
@@ -177,12 +238,24 @@ def _fit_fields() -> tuple[str, ...]:
     return tuple(f.name for f in fields(MixtureFit))
 
 
-def _components(components) -> tuple[str, str]:
+def _components(components, two: bool = True) -> tuple[str, ...]:
+    """The component names, checked: exactly two (``two``; alpha = 0 first) or at least two, distinct,
+    of letters, digits and underscores."""
     names = tuple(components)
-    if len(names) != 2 or len(set(names)) != 2 or not all(isinstance(n, str) and _NAME.match(n) for n in names):
-        raise ValueError(f"components must be two distinct names of letters, digits and underscores "
-                         f"(alpha = 0 component first), got {components!r}")
+    ok = len(names) == 2 if two else len(names) >= 2
+    if not ok or len(set(names)) != len(names) or not all(isinstance(n, str) and _NAME.match(n) for n in names):
+        if two:
+            raise ValueError(f"components must be two distinct names of letters, digits and underscores "
+                             f"(alpha = 0 component first), got {components!r}")
+        raise ValueError(f"components must be at least two distinct names of letters, digits and underscores, "
+                         f"got {components!r}")
     return names
+
+
+def _fraction_fit_fields() -> tuple[str, ...]:
+    from ..stats.fractions import FractionFit
+
+    return tuple(f.name for f in fields(FractionFit))
 
 
 def _meta(kind: str, fmt: int, components, **more) -> np.ndarray:
@@ -211,14 +284,19 @@ def _write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> str:
     return path
 
 
-def save_templates(folder, templates, *, components=("H", "A")) -> str:
-    """Write ``templates`` (PhiStarTemplates or KDETemplates) to ``folder/templates.npz``; returns its path.
+def save_templates(folder, templates, *, components=None) -> str:
+    """Write ``templates`` to ``folder/templates.npz``; returns its path.
 
-    ``components``: (name of p_H, name of p_A), i.e. the alpha = 0 component first.
+    PhiStarTemplates or KDETemplates: ``components`` = (name of p_H, name of p_A), i.e. the alpha = 0
+    component first (default ("H", "A")). A ``ComponentTemplates`` (PhiStarComponents,
+    KDEComponents) stores its own K components; ``components``, if given, must equal them.
     """
+    from ..stats.components import ComponentTemplates
     from ..stats.templates import KDETemplates, PhiStarTemplates
 
-    names = _components(components)
+    if isinstance(templates, ComponentTemplates):
+        return _save_component_templates(folder, templates, components)
+    names = _components(("H", "A") if components is None else components)
     if isinstance(templates, PhiStarTemplates):
         kind, grid_variable, settings = "phi_star", "phi_star", {}
         arrays = templates.to_arrays()
@@ -231,11 +309,40 @@ def save_templates(folder, templates, *, components=("H", "A")) -> str:
         arrays = templates.to_arrays(names)
     else:
         raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarTemplates "
-                        "or KDETemplates")
+                        "or KDETemplates, or PhiStarComponents / KDEComponents")
     arrays["support"] = np.asarray(templates.support, dtype=float)
     arrays["positivity_limits"] = np.asarray(templates.positivity_limits(), dtype=float)
     arrays["meta"] = _meta(kind, TEMPLATES_FORMAT, names, densities={n: f"density_{n}" for n in names},
                            grid_variable=grid_variable, settings=settings)
+    os.makedirs(folder, exist_ok=True)
+    return _write_npz(os.path.join(folder, TEMPLATES_FILE), arrays)
+
+
+def _save_component_templates(folder, templates, components) -> str:
+    """``save_templates`` for K-component templates (kinds phi_star_components, kde_components)."""
+    from ..stats.components import KDEComponents, PhiStarComponents
+
+    names = _components(templates.components, two=False)
+    if components is not None and tuple(components) != names:
+        raise ValueError(f"components {list(components)!r} differ from the templates' components {list(names)}")
+    more = {}
+    if isinstance(templates, PhiStarComponents):
+        grid_variable = "phi_star"
+        arrays = templates.to_arrays()
+        grid = np.linspace(*templates.support, _PHI_STAR_TABLE_POINTS)
+        dens = templates.densities(grid)
+        arrays["grid"] = grid
+        arrays.update({f"density_{n}": dens[:, k] for k, n in enumerate(names)})
+        more["pair"] = list(templates.pair)
+    elif isinstance(templates, KDEComponents):
+        grid_variable = "logit(y)" if templates.space == "logit" else "y"
+        arrays = templates.to_arrays()
+    else:
+        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarComponents or "
+                        "KDEComponents among the K-component templates")
+    arrays["support"] = np.asarray(templates.support, dtype=float)
+    arrays["meta"] = _meta(templates.kind, TEMPLATES_FORMAT, names, densities={n: f"density_{n}" for n in names},
+                           grid_variable=grid_variable, settings=dict(templates.settings), **more)
     os.makedirs(folder, exist_ok=True)
     return _write_npz(os.path.join(folder, TEMPLATES_FILE), arrays)
 
@@ -265,19 +372,94 @@ def save_toy_batch(path, fit: MixtureFit, *, uses: Mapping[str, np.ndarray], max
 
 
 def save_test_pool(folder, templates, values: Mapping[str, np.ndarray]) -> str:
-    """Write ``folder/test_pool.npz``: each component's test events and both densities at them.
+    """Write ``folder/test_pool.npz``: each component's test events and every component's density at them.
 
-    ``values``: {component: the estimator's variable for its test events}, alpha = 0 component first.
+    ``values``: {component: the estimator's variable for its test events}: for a template pair the
+    alpha = 0 component first; for K-component templates (``ComponentTemplates``) their components,
+    in their order.
     """
-    names = _components(list(values))
+    from ..stats.components import ComponentTemplates
+
+    if isinstance(templates, ComponentTemplates):
+        names = _components(list(values), two=False)
+        if names != tuple(templates.components):
+            raise ValueError(f"values must be given for the templates' components {list(templates.components)} "
+                             f"in that order, got {list(names)}")
+    else:
+        names = _components(list(values))
     arrays = {}
     for c in names:
         v = np.asarray(values[c], dtype=float)
-        p1, p0 = templates.densities(v)      # densities() returns (p_alpha=1, p_alpha=0)
-        arrays.update({f"values_{c}": v, f"density_{names[1]}_on_{c}": p1, f"density_{names[0]}_on_{c}": p0})
+        if isinstance(templates, ComponentTemplates):
+            dens = templates.densities(v)     # (n, K), last axis in component order
+            arrays[f"values_{c}"] = v
+            arrays.update({f"density_{d}_on_{c}": dens[..., k] for k, d in enumerate(names)})
+        else:
+            p1, p0 = templates.densities(v)      # densities() returns (p_alpha=1, p_alpha=0)
+            arrays.update({f"values_{c}": v, f"density_{names[1]}_on_{c}": p1, f"density_{names[0]}_on_{c}": p0})
     arrays["meta"] = _meta("test_pool", TEST_POOL_FORMAT, names)
     os.makedirs(folder, exist_ok=True)
     return _write_npz(os.path.join(folder, TEST_POOL_FILE), arrays)
+
+
+def save_fraction_batch(path, fits: Mapping[str, FractionFit], *, components, uses: Mapping[str, np.ndarray],
+                        max_uses: int, note: str, centres: Mapping | None = None) -> str:
+    """Write one batch of K-component toy fits to ``path`` (``.npz``); returns the path.
+
+    ``fits``: {nuisance treatment ("fixed", "floated", "constrained"): FractionFit}, all of the same
+    toys (one n_toys); ``components``: the K names (the order of ``fractions``' last axis);
+    ``uses``: {component: uses per pool event} for every component; ``centres``: {component (name or
+    index): per-toy constraint centre} of the constrained components.
+    """
+    from ..stats.fractions import FractionFit
+
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise ValueError(f"fraction batch files end in .npz, got {path!r}")
+    names = _components(components, two=False)
+    K = len(names)
+    if not fits:
+        raise ValueError("a fraction batch needs at least one treatment's fits")
+    bad = [t for t in fits if not (isinstance(t, str) and _TREATMENT.match(t))]
+    if bad:
+        raise ValueError(f"treatments must be names of letters, digits and single underscores, got {bad!r}")
+    if set(uses) != set(names):
+        raise ValueError(f"uses must be given for exactly the components {list(names)}, got {list(uses)}")
+    fit_fields = _fraction_fit_fields()
+    arrays, n_toys = {}, None
+    for t, fit in fits.items():
+        if not isinstance(fit, FractionFit):
+            raise TypeError(f"fits[{t!r}] is a {type(fit).__name__}, not a FractionFit")
+        here = {k: np.asarray(getattr(fit, k)) for k in fit_fields}
+        n_toys = here["alpha_hat"].shape[0] if n_toys is None else n_toys
+        shapes = _fraction_shapes(n_toys, K)
+        wrong = [k for k, v in here.items() if v.shape != shapes.get(k, (n_toys,))]
+        if wrong:
+            raise ValueError(f"fits[{t!r}] arrays {wrong} do not have the shapes of {n_toys} toys and K = {K} "
+                             f"components ((n_toys,), fractions (n_toys, K), alpha_limits (n_toys, 2))")
+        arrays.update({f"{t}__{k}": v for k, v in here.items()})
+    cen = {}
+    for k, v in (centres or {}).items():
+        c = names[k] if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 0 <= k < K else k
+        if c not in names:
+            raise ValueError(f"centres key {k!r} is no component of {list(names)}")
+        v = np.asarray(v, dtype=float)
+        if v.shape != (n_toys,):
+            raise ValueError(f"centres[{k!r}] must have one value per toy ({n_toys},), got shape {v.shape}")
+        cen[c] = v
+    arrays.update({f"uses_{n}": np.asarray(uses[n]) for n in names})
+    arrays.update({f"centre_{c}": v for c, v in cen.items()})
+    arrays["max_uses"] = np.asarray(int(max_uses), dtype=np.int64)
+    arrays["note"] = np.array(str(note))
+    arrays["meta"] = _meta("fraction_batch", FRACTION_BATCH_FORMAT, names, treatments=list(fits),
+                           fit_fields=list(fit_fields), uses={n: f"uses_{n}" for n in names},
+                           centres={c: f"centre_{c}" for c in cen}, n_toys=int(n_toys))
+    return _write_npz(path, arrays)
+
+
+def _fraction_shapes(n_toys: int, K: int) -> dict[str, tuple[int, ...]]:
+    """The FractionFit fields whose shape is not (n_toys,)."""
+    return {"fractions": (n_toys, K), "alpha_limits": (n_toys, 2)}
 
 
 # --------------------------------------------------------------------------- reading
@@ -324,7 +506,7 @@ def _parse_meta(path: str, raw, what: str) -> dict:
         raise ArtefactFormatError(f"{path}: malformed meta, not JSON ({err}); {_RERUN[what]}") from err
     if not isinstance(meta, dict) or not isinstance(meta.get("format"), int) or isinstance(meta["format"], bool):
         raise ArtefactFormatError(f"{path}: malformed meta, no integer 'format'; {_RERUN[what]}")
-    label = {"templates": "templates", "toy_batch": "toy batch", "test_pool": "test pool"}[what]
+    label = _LABELS[what]
     kinds = _KINDS[what]
     wrong_kind = ArtefactFormatError(f"{path}: meta kind {meta.get('kind')!r} is not a {label} file "
                                      f"(expected {' or '.join(kinds)})")
@@ -341,8 +523,10 @@ def _parse_meta(path: str, raw, what: str) -> dict:
     if meta.get("kind") not in kinds:
         raise wrong_kind
     try:
-        meta["components"] = _components(meta.get("components", ()))
-    except ValueError as err:
+        if not isinstance(meta.get("components", []), list):
+            raise ValueError(f"components must be a JSON list of names, got {meta['components']!r}")
+        meta["components"] = _components(meta.get("components", ()), two=meta["kind"] in _TWO_COMPONENT_KINDS)
+    except (TypeError, ValueError) as err:
         raise ArtefactFormatError(f"{path}: malformed meta components ({err}); {_RERUN[what]}") from None
     return meta
 
@@ -373,9 +557,12 @@ def load_templates(folder):
         if os.path.exists(old):
             raise _old_pickle(old, "templates")
         raise FileNotFoundError(f"no {TEMPLATES_FILE} in {os.path.dirname(path) or '.'}: run the templates stage")
+    from ..stats.components import KDEComponents, PhiStarComponents
     from ..stats.templates import KDETemplates, PhiStarTemplates
 
     meta, arrays = _read(path, "templates")
+    if meta["kind"] in ("phi_star_components", "kde_components"):
+        return _load_component_templates(path, meta, arrays, PhiStarComponents, KDEComponents)
     h, a = meta["components"]
     try:
         if meta["kind"] == "phi_star":
@@ -390,6 +577,27 @@ def load_templates(folder):
     except (TypeError, ValueError) as err:
         raise ArtefactFormatError(f"{path}: malformed {meta['kind']} templates ({err}); "
                                   f"{_RERUN['templates']}") from None
+
+
+def _load_component_templates(path, meta, arrays, phi_cls, kde_cls):
+    """``load_templates`` for kinds phi_star_components and kde_components."""
+    kind = meta["kind"]
+    try:
+        settings = meta.get("settings")
+        if not isinstance(settings, dict):
+            raise KeyError("settings")
+        if kind == "phi_star_components":
+            if "pair" not in meta:
+                raise KeyError("pair")
+            if list(meta["pair"]) != list(settings.get("pair", ())):
+                raise ValueError(f"meta pair {meta['pair']!r} differs from settings pair {settings.get('pair')!r}")
+            return phi_cls.from_arrays(arrays, components=meta["components"], settings=settings)
+        return kde_cls.from_arrays(arrays, components=meta["components"], settings=settings)
+    except KeyError as err:
+        raise ArtefactFormatError(f"{path}: {err.args[0]!r} missing for {kind} templates "
+                                  f"(format {meta['format']}); {_RERUN['templates']}") from None
+    except (TypeError, ValueError) as err:
+        raise ArtefactFormatError(f"{path}: malformed {kind} templates ({err}); {_RERUN['templates']}") from None
 
 
 def load_toy_batch(path) -> ToyBatch:
@@ -423,7 +631,7 @@ def load_toy_batch(path) -> ToyBatch:
 
 
 def load_test_pool(folder) -> PoolDensities:
-    """The test pool ``save_test_pool`` wrote to ``folder``."""
+    """The test pool ``save_test_pool`` wrote to ``folder`` (two or K components)."""
     path = os.path.join(os.fspath(folder), TEST_POOL_FILE)
     meta, arrays = _read(path, "test_pool")
     names = meta["components"]
@@ -434,3 +642,41 @@ def load_test_pool(folder) -> PoolDensities:
         raise ArtefactFormatError(f"{path}: array {err.args[0]!r} missing (format {meta['format']}); "
                                   f"{_RERUN['test_pool']}") from None
     return PoolDensities(components=names, values=values, density=density)
+
+
+def load_fraction_batch(path) -> FractionBatch:
+    """The batch ``save_fraction_batch`` wrote: ``.fits`` ({treatment: FractionFit}), ``.draw``
+    (PoolUses of the K components), ``.note``, ``.centres`` ({component: per-toy centre})."""
+    path = os.fspath(path)
+    from ..stats.fractions import FractionFit
+
+    meta, arrays = _read(path, "fraction_batch")
+    names = meta["components"]
+    treatments, centres = meta.get("treatments"), meta.get("centres", {})
+    if (not isinstance(treatments, list) or not treatments
+            or not all(isinstance(t, str) and _TREATMENT.match(t) for t in treatments)
+            or len(set(treatments)) != len(treatments)
+            or not isinstance(centres, dict) or not set(centres) <= set(names)
+            or not isinstance(meta.get("n_toys"), int)):
+        raise ArtefactFormatError(f"{path}: malformed meta (treatments, centres or n_toys); "
+                                  f"{_RERUN['fraction_batch']}")
+    fit_fields = _fraction_fit_fields()
+    need = [*(f"{t}__{k}" for t in treatments for k in fit_fields), *(f"uses_{n}" for n in names),
+            *(f"centre_{c}" for c in centres), "max_uses", "note"]
+    missing = [k for k in need if k not in arrays]
+    if missing:
+        raise ArtefactFormatError(f"{path}: arrays {missing} missing for a fraction batch (format {meta['format']}); "
+                                  f"{_RERUN['fraction_batch']}")
+    n_toys, K = meta["n_toys"], len(names)
+    shapes = _fraction_shapes(n_toys, K)
+    wrong = [f"{t}__{k}" for t in treatments for k in fit_fields
+             if arrays[f"{t}__{k}"].shape != shapes.get(k, (n_toys,))]
+    wrong += [f"centre_{c}" for c in centres if arrays[f"centre_{c}"].shape != (n_toys,)]
+    if wrong or arrays["note"].dtype.kind != "U" or arrays["max_uses"].shape != ():
+        raise ArtefactFormatError(f"{path}: malformed fraction batch (arrays {wrong} not of the shapes of "
+                                  f"{n_toys} toys and K = {K} components, or no string note); "
+                                  f"{_RERUN['fraction_batch']}")
+    fits = {t: FractionFit(**{k: arrays[f"{t}__{k}"] for k in fit_fields}) for t in treatments}
+    draw = PoolUses(uses={n: arrays[f"uses_{n}"] for n in names}, max_uses=int(arrays["max_uses"]))
+    return FractionBatch(fits=fits, draw=draw, note=str(arrays["note"].item()),
+                         centres={c: arrays[f"centre_{c}"] for c in centres})

@@ -7,9 +7,10 @@ file < command line); stages receive it, or the slice they need, as arguments.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -89,6 +90,10 @@ class TemplateSettings:
     positivity_quantile: float
 
 
+#: how a nuisance fraction (a component outside the parameter of interest) enters the fit
+TREATMENTS = ("fixed", "floated", "constrained")
+
+
 @dataclass(frozen=True)
 class ToySettings:
     estimators: tuple[str, ...]
@@ -96,6 +101,17 @@ class ToySettings:
     n_events: tuple[int, ...]
     n_toys: int
     batch_size: int
+    # K > 2 only (empty for two components): the true fraction grid of each nuisance component,
+    # how the fit treats the nuisances, and the Gaussian constraint widths
+    fractions: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    treatments: tuple[str, ...] = ()
+    constraint_width: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def fraction_points(self) -> tuple[tuple[tuple[str, float], ...], ...]:
+        """Every point of the nuisance-fraction grid (the product over components), as ((name, f), ...)."""
+        names = tuple(self.fractions)
+        return tuple(tuple(zip(names, values)) for values in itertools.product(*self.fractions.values()))
 
     @property
     def batch_sizes(self) -> tuple[int, ...]:
@@ -137,8 +153,18 @@ class Study:
 
     @property
     def pair(self) -> tuple[str, str]:
-        """(alpha = 0 component, alpha = 1 component) of a two-component study."""
+        """(alpha = 0 component, alpha = 1 component): the two components of the parameter of interest."""
         return (self.poi.other[0], self.poi.fraction_of)
+
+    @property
+    def nuisances(self) -> tuple[str, ...]:
+        """The components outside the parameter of interest (their fractions are nuisances), in study order."""
+        return tuple(c for c in self.components if c not in self.poi.among)
+
+    @property
+    def fit_components(self) -> tuple[str, ...]:
+        """The order of components in templates, test pools and fits: the pair, then the nuisances."""
+        return (*self.pair, *self.nuisances)
 
     def to_json(self) -> dict[str, Any]:
         d = to_jsonable(self)
@@ -150,4 +176,4 @@ class Study:
 
 
 __all__ = ["AUCStudy", "ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
-           "SmearingSettings", "Study", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]
+           "SmearingSettings", "Study", "TREATMENTS", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

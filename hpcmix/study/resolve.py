@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
-from .model import (ESTIMATORS, SMEARED, SPLITS, AUCStudy, GenerateSettings, ParameterOfInterest,
+from .model import (ESTIMATORS, SMEARED, SPLITS, TREATMENTS, AUCStudy, GenerateSettings, ParameterOfInterest,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
 COMMAND_LINE = "<command line>"
@@ -103,6 +103,13 @@ TOYS_FIELDS = {
                       "a non-empty list of distinct integers >= 1 (events per test set)"),
     "n_toys": Field(lambda v: is_int(v, 1), "an integer >= 1 (test sets per cell)"),
     "batch_size": Field(lambda v: is_int(v, 1), "an integer >= 1 (toys per task)"),
+    "fractions": Field(lambda v: isinstance(v, Mapping) and all(
+        is_str(k) and _distinct_list(lambda x: _is_number(x) and 0 <= x < 1)(f) for k, f in v.items()),
+        "a mapping component -> list of distinct true fractions in [0, 1) (the nuisance-fraction grid)"),
+    "treatments": Field(_distinct_list(lambda v: v in TREATMENTS),
+                        f"a non-empty list from {list(TREATMENTS)} (how the fit treats nuisance fractions)"),
+    "constraint_width": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) for k in v),
+                              "a mapping component -> Gaussian constraint width (a number > 0)"),
 }
 AUC_STUDY_FIELDS = {
     "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
@@ -257,7 +264,9 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         if len(components) < 2:
             raise ConfigError(f"{where}: 'components' needs at least two processes to mix, got {list(components)}")
         poi = _poi(t["poi"], components, where=where)
+        nuisance = _nuisance_settings(t["toys"], components, poi, where=where)
     else:
+        nuisance = {}
         poi = ParameterOfInterest(name=t["poi"]["name"], fraction_of=components[-1], among=components)
     try:
         inputs = tuple(network_inputs(t["features"]["network_inputs"]))
@@ -289,7 +298,7 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         templates=TemplateSettings(**{k: tp[k] for k in TEMPLATE_FIELDS}),
         toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
                          n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
-                         batch_size=int(ty["batch_size"])),
+                         batch_size=int(ty["batch_size"]), **nuisance),
         auc_study=auc, estimates=frozen_view(t["estimates"] or {}),
     )
 
@@ -305,10 +314,57 @@ def _poi(section: Mapping[str, Any], components: tuple[str, ...], *, where: str)
     if poi.fraction_of not in poi.among:
         raise ConfigError(f"{where}: 'poi.fraction_of' ({poi.fraction_of}) must be one of 'poi.among' "
                           f"{list(poi.among)}")
-    if len(poi.among) != 2 or len(components) != 2:
-        raise ConfigError(f"{where}: this version of hpcmix fits two components (the fraction of one among two); "
-                          f"got components {list(components)} and poi.among {list(poi.among)}")
+    if len(poi.among) != 2:
+        raise ConfigError(f"{where}: 'poi.among' must name two components (the parameter of interest is the "
+                          f"fraction of one among two; the other components are nuisances), got {list(poi.among)}")
     return poi
+
+
+def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi: ParameterOfInterest, *,
+                       where: str) -> dict[str, Any]:
+    """toys.fractions / treatments / constraint_width, checked against the components (K > 2 only)."""
+    nuisances = [c for c in components if c not in poi.among]
+    grid = dict(toys.get("fractions") or {})
+    widths = dict(toys.get("constraint_width") or {})
+    unknown = sorted(set(grid) - set(components))
+    if unknown:
+        raise ConfigError(f"{where}: 'toys.fractions' names component(s) {unknown} that the study does not have; "
+                          f"components: {list(components)}")
+    inside = sorted(set(grid) & set(poi.among))
+    if inside:
+        raise ConfigError(f"{where}: 'toys.fractions' gives {inside}, but the components of the parameter of "
+                          f"interest ({list(poi.among)}) share what the nuisances leave (by toys.alpha); give "
+                          f"fractions only for {nuisances or 'the nuisance components (this study has none)'}")
+    bad_widths = sorted(set(widths) - set(nuisances))
+    if bad_widths:
+        raise ConfigError(f"{where}: 'toys.constraint_width' names {bad_widths}, which are not nuisance "
+                          f"components of the study; nuisances: {nuisances}")
+    if not nuisances:
+        return {}
+    missing = [c for c in nuisances if c not in grid]
+    if missing:
+        raise ConfigError(f"{where}: component(s) {missing} are outside the parameter of interest "
+                          f"({poi.name} = fraction of {poi.fraction_of} among {list(poi.among)}), so their true "
+                          f"fractions are a grid of the study: give toys.fractions.{missing[0]}, e.g. [0.0, 0.2, 0.5]")
+    grid = {c: tuple(float(v) for v in grid[c]) for c in nuisances}
+    worst = sum(max(v) for v in grid.values())
+    if worst >= 1:
+        raise ConfigError(f"{where}: 'toys.fractions' {grid} leave no room for the signal: at the grid point "
+                          f"{ {c: max(v) for c, v in grid.items()} } the nuisance fractions sum to {worst:g} >= 1; "
+                          f"keep their largest values summing below 1")
+    treatments = tuple(toys.get("treatments") or ("fixed", "floated"))
+    if "constrained" in treatments:
+        need = [c for c in nuisances if c not in widths]
+        if need:
+            raise ConfigError(f"{where}: 'toys.treatments' includes constrained, so every nuisance needs a "
+                              f"constraint width: give toys.constraint_width.{need[0]} (e.g. 0.05, the error a "
+                              "control region would give)")
+    for c, w in widths.items():
+        if not (_is_number(w) and w > 0 and w < float("inf")):
+            raise ConfigError(f"{where}: field 'toys.constraint_width.{c}' has value {w!r}; expected a number > 0 "
+                              "(the width of the Gaussian constraint on the fraction)")
+    return {"fractions": frozen_view(grid), "treatments": treatments,
+            "constraint_width": frozen_view({c: float(widths[c]) for c in nuisances if c in widths})}
 
 
 def _selection_keys() -> tuple[str, ...]:

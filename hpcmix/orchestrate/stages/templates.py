@@ -1,7 +1,9 @@
 """Templates stage: each estimator's component densities, and their values on every test-pool event.
 
-phi_star: the analytic model c +- a cos(phi*), a fitted on the labelled train split.
-nn: KDEs of the network output on the template split (events the network did not train on).
+phi_star: the analytic model c +- a cos(phi*), a fitted on the labelled train split (with more
+than two components, each nuisance a first-order Fourier series fitted to its train events).
+nn: KDEs of the network output on the template split (events the network did not train on),
+one per component (the network separates the pair; every component gets a template of its output).
 The folder holds ``templates.npz`` and ``test_pool.npz`` (versioned npz, hpcmix.store.artefacts).
 """
 
@@ -28,7 +30,7 @@ class Templates:
 
     estimator: str
     smearing: str
-    components: tuple[str, str]      # (alpha = 0, alpha = 1)
+    components: tuple[str, ...]      # (alpha = 0, alpha = 1, nuisances...)
     settings: Mapping                # the template settings this estimator uses
     folder: str
     address: str
@@ -55,9 +57,10 @@ def item(study: Study, *, estimator: str, smearing: str, events: str, model_addr
          model_folder: str | None = None, root: str | None = None, folder: str | None = None) -> Templates:
     """The templates item; the model (nn: its address and folder) is an input like the event store."""
     settings = estimator_settings(estimator, study.templates)
-    slice_ = {"estimator": estimator, "smearing": smearing, "components": list(study.pair), "templates": settings}
+    components = study.fit_components   # the pair for two components: their addresses are unchanged
+    slice_ = {"estimator": estimator, "smearing": smearing, "components": list(components), "templates": settings}
     addr = address(NAME, VERSION, slice_, {"events": events, "model": model_address})
-    return Templates(estimator=estimator, smearing=smearing, components=study.pair, settings=settings,
+    return Templates(estimator=estimator, smearing=smearing, components=components, settings=settings,
                      folder=folder or os.path.join(root, addr), address=addr, events=events, model=model_address,
                      model_folder=model_folder, predict_batch_size=study.classifier.predict_batch_size)
 
@@ -88,18 +91,26 @@ def _values(store, t: Templates, split: str, clf=None) -> list[np.ndarray]:
 
 def build(store, t: Templates):
     """The templates object and the classifier (nn) for ``t``."""
+    from ...stats.components import KDEComponents, fit_phi_star_components
     from ...stats.templates import KDETemplates, fit_phi_star_templates
 
+    many = len(t.components) > 2
     if t.estimator == "phi_star":
-        v0, v1 = _values(store, t, "train")
+        values = _values(store, t, "train")
+        if many:
+            return fit_phi_star_components(dict(zip(t.components, values)), pair=t.components[:2]), None
+        v0, v1 = values
         return fit_phi_star_templates(np.concatenate([v0, v1]),
                                       np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)]), None
     from ...train.fit import load_classifier
 
     clf = load_classifier(t.model_folder, batch_size=t.predict_batch_size)
-    v0, v1 = _values(store, t, "template", clf)
+    values = _values(store, t, "template", clf)
     s = dict(t.settings)
     s["clip"] = s.pop("logit_clip")
+    if many:
+        return KDEComponents(dict(zip(t.components, values)), **s), clf
+    v0, v1 = values
     return KDETemplates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)], **s), clf
 
 
@@ -111,16 +122,20 @@ def templates_task(t: Templates, store_path: str) -> dict:
     store = EventStore(store_path)
     os.makedirs(t.folder, exist_ok=True)
     templates, clf = build(store, t)
-    if t.estimator == "phi_star":
-        info = {"a": templates.a, "a_err": templates.a_err, "c": templates.c}
-    else:
-        info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
     test = _values(store, t, "test", clf)
     save_test_pool(t.folder, templates, dict(zip(t.components, test)))
     save_templates(t.folder, templates, components=t.components)
-    lo, hi = templates.positivity_limits()
-    info.update({"positivity_limits": [float(lo), float(hi)],
-                 "pool_sizes": {c: int(v.size) for c, v in zip(t.components, test)}})
+    if len(t.components) > 2:
+        # the limits of alpha depend on the nuisance fractions: the fit takes the support nodes
+        info = {**templates.info(), "support_nodes": int(templates.support_nodes().shape[0])}
+    else:
+        if t.estimator == "phi_star":
+            info = {"a": templates.a, "a_err": templates.a_err, "c": templates.c}
+        else:
+            info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
+        lo, hi = templates.positivity_limits()
+        info["positivity_limits"] = [float(lo), float(hi)]
+    info["pool_sizes"] = {c: int(v.size) for c, v in zip(t.components, test)}
     paths = {"events": os.path.abspath(store_path)}
     if t.model_folder:
         paths["model"] = os.path.abspath(t.model_folder)

@@ -1,13 +1,15 @@
 """Toys stage: pseudo-experiments drawn from a templates folder's test pool and fitted, batch by batch.
 
-A cell is one (estimator, smearing, alpha, N); its batches are ``batch-NNNNN.npz``
-(hpcmix.store.artefacts) in the cell's folder, so a rerun fits only missing batches.
+A cell is one (estimator, smearing, alpha, N), and with more than two components also one
+point of the nuisance-fraction grid; its batches are ``batch-NNNNN.npz`` (hpcmix.store.artefacts)
+in the cell's folder, so a rerun fits only missing batches. With nuisances every treatment
+(fixed, floated, constrained) fits the same toys: the treatments differ only in the fit.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ...study.model import Study
@@ -31,6 +33,21 @@ class Cell:
     batches: tuple[int, ...]      # toys per batch
     seed: int
     address: str = ""
+    # K > 2 only: (component, true fraction) of each nuisance, the fit treatments, (component, width)
+    fractions: tuple[tuple[str, float], ...] = ()
+    treatments: tuple[str, ...] = ()
+    widths: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def has_nuisances(self) -> bool:
+        return bool(self.fractions)
+
+    def true_fractions(self, components: Sequence[str]) -> dict[str, float]:
+        """Every component's true fraction; ``components`` = (alpha = 0, alpha = 1, nuisances...)."""
+        nuis = dict(self.fractions)
+        signal = 1.0 - sum(nuis.values())
+        return {components[0]: (1.0 - self.alpha) * signal, components[1]: self.alpha * signal,
+                **{c: nuis[c] for c in components[2:]}}
 
     def batch_file(self, batch: int) -> str:
         return os.path.join(self.folder, f"batch-{batch:05d}.npz")
@@ -39,20 +56,32 @@ class Cell:
         return [b for b in range(len(self.batches)) if not os.path.exists(self.batch_file(b))]
 
 
-def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence[int], seed: int, root: str) -> Cell:
+def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence[int], seed: int, root: str,
+         fractions: Sequence[tuple[str, float]] = (), treatments: Sequence[str] = (),
+         widths: Mapping[str, float] | None = None) -> Cell:
     slice_ = {"alpha": float(alpha), "n_events": int(n_events), "batches": list(batches), "seed": int(seed)}
+    fractions = tuple((str(c), float(f)) for c, f in fractions)
+    widths = tuple((c, float(w)) for c, w in (widths or {}).items() if "constrained" in treatments)
+    if fractions:  # K > 2 only, so two-component cells keep their addresses
+        slice_.update({"fractions": dict(fractions), "treatments": list(treatments),
+                       "constraint_width": dict(widths)})
     addr = address(NAME, VERSION, slice_, {"templates": templates.address})
     return Cell(templates.estimator, templates.smearing, float(alpha), int(n_events), templates.folder,
-                os.path.join(root, addr), tuple(batches), int(seed), addr)
+                os.path.join(root, addr), tuple(batches), int(seed), addr, fractions,
+                tuple(treatments) if fractions else (), widths)
 
 
 def plan(study: Study, templates: dict, *, root: str) -> tuple[Cell, ...]:
-    return tuple(cell(t, alpha=a, n_events=n, batches=study.toys.batch_sizes, seed=study.seed, root=root)
-                 for t in templates.values() for a in study.toys.alpha for n in study.toys.n_events)
+    t = study.toys
+    points = t.fraction_points if study.nuisances else ((),)
+    return tuple(cell(tp, alpha=a, n_events=n, batches=t.batch_sizes, seed=study.seed, root=root, fractions=point,
+                      treatments=t.treatments, widths=t.constraint_width)
+                 for tp in templates.values() for point in points for a in t.alpha for n in t.n_events)
 
 
 def tasks(cells: Sequence[Cell]) -> list[Task]:
-    return [Task(key=f"toys-{c.address}-{b}", fn=toys_task, args=(c, b)) for c in cells for b in c.missing()]
+    return [Task(key=f"toys-{c.address}-{b}", fn=fraction_toys_task if c.has_nuisances else toys_task, args=(c, b))
+            for c in cells for b in c.missing()]
 
 
 def toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
@@ -75,4 +104,45 @@ def toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
     os.makedirs(c.folder, exist_ok=True)
     path = save_toy_batch(c.batch_file(batch), fit, uses={zero: draw.uses_h, one: draw.uses_a},
                           max_uses=draw.max_uses, note=draw.note())
+    return path, os.environ.get("SLURM_JOB_ID")
+
+
+def draw_order(components: Sequence[str]) -> tuple[str, ...]:
+    """The order toys draw components in: alpha = 1 first, as the two-component draw (hpcmix.stats.toys)."""
+    return (components[1], components[0], *components[2:])
+
+
+def fraction_toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
+    """One batch of a cell with nuisance components: draw once, fit with every treatment, write atomically."""
+    import numpy as np
+
+    from ...stats.fractions import fit_fractions
+    from ...stats.toys import draw_mixture_toys, toy_seed
+    from ...store.artefacts import load_templates, load_test_pool, save_fraction_batch
+
+    pool = load_test_pool(c.template_dir)
+    comps = pool.components                      # (alpha = 0, alpha = 1, nuisances...)
+    support = load_templates(c.template_dir).support_nodes()
+    truth = c.true_fractions(comps)
+    n_toys = c.batches[batch]
+    rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, batch, fractions=dict(c.fractions))
+    draw = draw_mixture_toys({k: pool.size(k) for k in comps}, {k: truth[k] for k in draw_order(comps)},
+                             n_events=c.n_events, n_toys=n_toys, rng=rng)
+    densities = draw.gather_densities(pool.density, comps)
+    f_true = np.array([truth[k] for k in comps])
+    nuisance = {comps.index(k): k for k, _ in c.fractions}
+    widths = dict(c.widths)
+    # a constraint is an auxiliary measurement: its centre scatters around the truth from toy to toy,
+    # or the constrained fit would be handed the true fraction
+    centres = {k: truth[k] + widths[k] * rng.standard_normal(n_toys) for k in widths}
+    fits = {}
+    for treatment in c.treatments:
+        cons = treatment == "constrained"
+        fits[treatment] = fit_fractions(
+            densities, num=[1], den=[0, 1], f_true=f_true, treatment={i: treatment for i in nuisance},
+            widths={i: widths[k] for i, k in nuisance.items()} if cons else None,
+            centres={i: centres[k] for i, k in nuisance.items()} if cons else None, support=support)
+    os.makedirs(c.folder, exist_ok=True)
+    path = save_fraction_batch(c.batch_file(batch), fits, components=comps, uses={k: draw.uses[k] for k in comps},
+                               max_uses=draw.max_uses, note=draw.note(), centres=centres)
     return path, os.environ.get("SLURM_JOB_ID")

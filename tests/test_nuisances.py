@@ -1,0 +1,167 @@
+"""Studies with more than two components: the job file, the plan, the toys of every treatment, the results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from hpcmix.orchestrate.pipeline import plan_study
+from hpcmix.schema import ConfigError
+from hpcmix.study import load_study, resolve_study
+
+Z_PROCESS = {"description": "Drell-Yan gamma*/Z -> tau tau, mHat > 150 GeV", "resonance": 23,
+             "settings": ["WeakSingleBoson:ffbar2gmZ = on", "PhaseSpace:mHatMin = 150.", "23:onMode = off",
+                          "23:onIfMatch = 15 -15"]}
+
+
+def k3_job(**toys) -> dict:
+    """A three-component job (H, A and a job-defined Z) in job-file layout."""
+    return {"name": "k3", "seed": 5, "components": ["H", "A", "Z"], "processes": {"Z": Z_PROCESS},
+            "poi": {"name": "alpha", "fraction_of": "A", "among": ["H", "A"]},
+            "generate": {"profile": "fast", "chunk_size": 100, "events": {"train": 200, "template": 200, "test": 200}},
+            "smearing": ["none"],
+            "toys": {"estimators": ["phi_star"], "alpha": [0.7], "n_events": [30], "n_toys": 40, "batch_size": 20,
+                     "fractions": {"Z": [0.0, 0.3]}, "treatments": ["fixed", "floated", "constrained"],
+                     "constraint_width": {"Z": 0.05}, **toys}}
+
+
+def test_the_example_job_file_resolves_with_its_nuisance():
+    study = load_study("jobs/three-components.yaml")
+    assert study.components == ("H", "A", "Z") and study.nuisances == ("Z",)
+    assert study.fit_components == ("H", "A", "Z") and study.pair == ("H", "A")
+    assert study.toys.fractions == {"Z": (0.0, 0.2, 0.5)}
+    assert study.toys.treatments == ("fixed", "floated", "constrained")
+    assert study.toys.constraint_width == {"Z": 0.05}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"poi": {"name": "alpha", "fraction_of": "A", "among": ["H", "B"]}}, r"component\(s\) \['B'\] that the study"),
+    ({"toys": {"fractions": {"W": [0.1]}}}, r"'toys.fractions' names component\(s\) \['W'\]"),
+    ({"toys": {"fractions": {"Z": [0.2], "A": [0.1]}}}, r"share what the nuisances leave"),
+    ({"toys": {"fractions": {}}}, r"give toys.fractions.Z"),
+    ({"toys": {"fractions": {"Z": [0.99, 1.0]}}}, r"'toys.fractions'"),
+    ({"toys": {"constraint_width": {"Z": 0}}}, r"'toys.constraint_width.Z' has value 0"),
+    ({"toys": {"constraint_width": {"Z": -0.1}}}, r"'toys.constraint_width.Z' has value -0.1"),
+    ({"toys": {"constraint_width": {}}}, r"give toys.constraint_width.Z"),
+    ({"toys": {"constraint_width": {"Z": 0.1, "H": 0.1}}}, r"names \['H'\], which are not nuisance"),
+    ({"toys": {"treatments": ["profiled"]}}, r"'toys.treatments'"),
+    ({"components": ["A"]}, r"at least two processes"),
+    ({"poi": {"name": "alpha", "fraction_of": "A", "among": ["H", "A", "Z"]}}, r"'poi.among' must name two"),
+])
+def test_bad_nuisance_settings_are_refused_before_any_cluster(change, message):
+    job = k3_job()
+    for key, value in change.items():
+        if key == "toys":
+            job["toys"] = {**job["toys"], **value}
+            for k, v in value.items():
+                job["toys"][k] = v
+        else:
+            job[key] = value
+    with pytest.raises(ConfigError, match=message):
+        resolve_study(job, source="job.yaml")
+
+
+def test_fractions_leaving_no_room_name_the_grid_point():
+    job = k3_job(fractions={"Z": [0.2, 0.6]})
+    job["components"] = ["H", "A", "Z", "Y"]
+    job["processes"]["Y"] = Z_PROCESS
+    job["toys"]["fractions"]["Y"] = [0.1, 0.4]
+    with pytest.raises(ConfigError, match=r"leave no room for the signal.*'Z': 0.6, 'Y': 0.4.*sum to 1 >= 1"):
+        resolve_study(job, source="job.yaml")
+
+
+def test_two_component_jobs_take_no_nuisance_settings():
+    study = load_study("jobs/quickstart.yaml")
+    assert study.nuisances == () and study.toys.fractions == {} and study.toys.treatments == ()
+    with pytest.raises(ConfigError, match=r"names component\(s\) \['Z'\]"):
+        load_study("jobs/quickstart.yaml", sets=["toys.fractions={Z: [0.1]}"])
+
+
+def test_the_plan_has_a_cell_per_fraction_point_and_addresses_that_say_them(tmp_path):
+    study = resolve_study(k3_job(n_events=[30, 60]), source="job.yaml").replace(output=str(tmp_path))
+    plan = plan_study(study)
+    assert len(plan.cells) == 1 * 1 * 2 * 1 * 2        # estimator x smearing x Z points x alpha x N
+    assert {c.fractions for c in plan.cells} == {(("Z", 0.0),), (("Z", 0.3),)}
+    assert all(c.treatments == ("fixed", "floated", "constrained") and c.widths == (("Z", 0.05),)
+               for c in plan.cells)
+    assert len({c.address for c in plan.cells}) == len(plan.cells)
+    assert "phi_star/none/0.7/30/Z=0.3" in plan.addresses()["toys"]
+    text = plan.describe()
+    assert "nuisances Z at [0.0, 0.3], fitted fixed, floated, constrained" in text
+    # the templates hold all three components, the pair first
+    assert all(t.components == ("H", "A", "Z") for t in plan.templates.values())
+    # a treatment is a fit of the same toys, not a cell: changing the list moves the toys, not the templates
+    other = plan_study(study.replace(toys=study.toys.__class__(**{**study.toys.__dict__, "treatments": ("floated",),
+                                                                  "constraint_width": {}})))
+    assert {t.address for t in other.templates.values()} == {t.address for t in plan.templates.values()}
+    assert not {c.address for c in other.cells} & {c.address for c in plan.cells}
+
+
+def test_toys_without_nuisance_events_draw_the_two_component_stream():
+    """A cell at Z fraction 0 draws exactly the toys of the two-component cell (same seed words, same draws)."""
+    from hpcmix.orchestrate.stages.toys import draw_order
+    from hpcmix.stats.toys import draw_mixture_toys, draw_toys, toy_seed
+
+    pools = {"H": 300, "A": 250, "Z": 200}
+    two = draw_toys(250, 300, alpha=0.7, n_events=40, n_toys=50, rng=toy_seed(9, "nn", "none", 0.7, 40, 1))
+    truth = {"H": 0.3, "A": 0.7, "Z": 0.0}
+    three = draw_mixture_toys(pools, {k: truth[k] for k in draw_order(("H", "A", "Z"))}, n_events=40, n_toys=50,
+                              rng=toy_seed(9, "nn", "none", 0.7, 40, 1, fractions={"Z": 0.0}))
+    np.testing.assert_array_equal(three.counts[:, 0], two.n_a)
+    np.testing.assert_array_equal(three.index, two.index)
+    np.testing.assert_array_equal(three.uses["A"], two.uses_a)
+    # any nuisance events: another stream
+    other = toy_seed(9, "nn", "none", 0.7, 40, 1, fractions={"Z": 0.1}).random(4)
+    assert not np.array_equal(other, toy_seed(9, "nn", "none", 0.7, 40, 1).random(4))
+
+
+def test_pool_check_counts_nuisance_events(tmp_path):
+    from hpcmix.orchestrate.checks import PlanError
+
+    job = k3_job(fractions={"Z": [0.5]}, n_events=[250])
+    job["generate"]["events"]["test"] = 100
+    study = resolve_study(job, source="job.yaml").replace(output=str(tmp_path))
+    with pytest.raises(PlanError, match=r"toys.n_events = 250 at toys.alpha = 0.7, toys.fractions.Z = 0.5 needs up "
+                                        r"to .*\d+ distinct Z events \(the Z test pool holds 100\)"):
+        plan_study(study)
+
+
+@pytest.mark.pythia
+def test_a_three_component_study_runs_fits_every_treatment_and_reruns_nothing(tmp_path):
+    from hpcmix.orchestrate.executor import InProcess
+    from hpcmix.orchestrate.pipeline import run_study
+    from hpcmix.results import open_results
+
+    job = tmp_path / "k3.yaml"
+    spec = k3_job(estimators=["phi_star", "nn"])
+    spec["generate"].update(chunk_size=150, events={"train": 150, "template": 150, "test": 150})
+    spec["classifier"] = {"max_epochs": 2, "batch_size": 64, "hidden_layers": [16]}
+    job.write_text(yaml.safe_dump({**spec, "output": str(tmp_path / "out")}))
+    study = load_study(job)
+    out = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+    ds = open_results(out.results_path)
+    assert ds["alpha_hat"].dims == ("estimator", "smearing", "treatment", "fraction_Z", "alpha", "n_events", "toy")
+    assert list(ds["treatment"].values) == ["fixed", "floated", "constrained"]
+    assert list(ds["fraction_Z"].values) == [0.0, 0.3]
+    assert int(ds["n_toys_filled"].min()) == 40
+    z = ds["fraction_hat_Z"]
+    # fixed: the true fraction; floated and constrained: fitted
+    fixed = z.sel(treatment="fixed")
+    assert np.allclose(fixed - ds["fraction_Z"], 0.0)
+    floated = z.sel(treatment="floated")
+    assert np.isfinite(floated).all() and not np.allclose(floated - ds["fraction_Z"], 0.0)
+    # the same toys fitted three ways: the fixed fit cannot be worse than knowing less
+    cr = ds["cramer_rao"].sel(smearing="none", alpha=0.7, n_events=30)
+    assert np.isfinite(cr).all()
+    assert (cr.sel(treatment="fixed") <= cr.sel(treatment="constrained") + 1e-12).all()
+    assert (cr.sel(treatment="constrained") <= cr.sel(treatment="floated") + 1e-12).all()
+    # summary, tables and the figure against the fraction
+    summ = ds.mixture.summary()
+    assert {"treatment", "fraction_Z"} <= set(summ["coverage"].dims) and "flat_fraction" in summ
+    assert np.isfinite(summ["coverage"]).all() and np.isfinite(summ["ks_pvalue"]).all()
+    assert "sigma of alpha_hat" in out.table and "| phi_star, none, floated |" in out.table
+    assert any(p.endswith("sigma_vs_fraction_Z_N30.png") for p in out.figures)
+    assert ds["template_density"].sizes["component"] == 3
+    again = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+    assert again.skipped["toys"] == len(again.plan.cells) * 2 and again.skipped["templates"] == 2

@@ -40,7 +40,8 @@ def test_the_example_job_file_resolves_with_its_nuisance():
     ({"toys": {"fractions": {"W": [0.1]}}}, r"'toys.fractions' names component\(s\) \['W'\]"),
     ({"toys": {"fractions": {"Z": [0.2], "A": [0.1]}}}, r"share what the nuisances leave"),
     ({"toys": {"fractions": {}}}, r"give toys.fractions.Z"),
-    ({"toys": {"fractions": {"Z": [0.99, 1.0]}}}, r"'toys.fractions'"),
+    ({"toys": {"fractions": {"Z": [0.99, 1.0]}}}, r"distinct true fractions in \[0, 1\)"),
+    ({"toys": {"fractions": {"Z": [0.1, 0.1 + 1e-12]}}}, r"values closer than 1e-9"),
     ({"toys": {"constraint_width": {"Z": 0}}}, r"'toys.constraint_width.Z' has value 0"),
     ({"toys": {"constraint_width": {"Z": -0.1}}}, r"'toys.constraint_width.Z' has value -0.1"),
     ({"toys": {"constraint_width": {}}}, r"give toys.constraint_width.Z"),
@@ -58,6 +59,16 @@ def test_bad_nuisance_settings_are_refused_before_any_cluster(change, message):
                 job["toys"][k] = v
         else:
             job[key] = value
+    with pytest.raises(ConfigError, match=message):
+        resolve_study(job, source="job.yaml")
+
+
+@pytest.mark.parametrize("name, message", [("Z-1", r"only letters, digits and underscores"),
+                                           ("hat_Z", r"start with 'hat_'")])
+def test_component_names_that_cannot_name_arrays_are_refused(name, message):
+    job = k3_job(fractions={name: [0.1]}, constraint_width={name: 0.05})
+    job["components"] = ["H", "A", name]
+    job["processes"] = {name: Z_PROCESS}
     with pytest.raises(ConfigError, match=message):
         resolve_study(job, source="job.yaml")
 
@@ -127,6 +138,36 @@ def test_pool_check_counts_nuisance_events(tmp_path):
         plan_study(study)
 
 
+def test_pool_check_is_exactly_what_the_toys_draw(tmp_path):
+    """The plan-time maxima per component are the counts the toys task draws, batch by batch."""
+    from hpcmix.orchestrate.checks import toy_pool_problems
+    from hpcmix.orchestrate.stages.toys import draw_order
+    from hpcmix.stats.toys import draw_mixture_toys, toy_seed
+
+    study = resolve_study(k3_job(n_events=[120]), source="job.yaml").replace(output=str(tmp_path))
+    cells = [c for c in plan_study(study.replace(generate=study.generate.__class__(
+        **{**study.generate.__dict__, "events": {"train": 200, "template": 200, "test": 1000}}))).cells
+             if c.fractions == (("Z", 0.3),)]
+    comps = ("H", "A", "Z")
+    most = dict.fromkeys(comps, 0)
+    for c in cells:
+        truth = c.true_fractions(comps)
+        for b, n in enumerate(c.batches):
+            d = draw_mixture_toys(dict.fromkeys(comps, 1000), {k: truth[k] for k in draw_order(comps)},
+                                  n_events=c.n_events, n_toys=n,
+                                  rng=toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, b,
+                                               fractions=dict(c.fractions)))
+            for k in comps:
+                most[k] = max(most[k], int(d.counts[:, d.components.index(k)].max()))
+    for k in comps:
+        short = {**dict.fromkeys(comps, 119), k: most[k] - 1}   # every pool < N, so the check draws
+        enough = {**dict.fromkeys(comps, 119), k: most[k]}
+        assert any(f"{most[k]} distinct {k} events" in p
+                   for p in toy_pool_problems(cells, short, zero="H", one="A", nuisances=("Z",))[0])
+        assert not any(f"distinct {k} events" in p
+                       for p in toy_pool_problems(cells, enough, zero="H", one="A", nuisances=("Z",))[0])
+
+
 @pytest.mark.pythia
 def test_a_three_component_study_runs_fits_every_treatment_and_reruns_nothing(tmp_path):
     from hpcmix.orchestrate.executor import InProcess
@@ -163,5 +204,11 @@ def test_a_three_component_study_runs_fits_every_treatment_and_reruns_nothing(tm
     assert "sigma of alpha_hat" in out.table and "| phi_star, none, floated |" in out.table
     assert any(p.endswith("sigma_vs_fraction_Z_N30.png") for p in out.figures)
     assert ds["template_density"].sizes["component"] == 3
+    # constrained fits get a centre per toy, scattered around the truth by the width
+    from hpcmix.store.artefacts import load_fraction_batch
+
+    cell = next(c for c in out.plan.cells if c.fractions == (("Z", 0.3),))
+    centres = load_fraction_batch(cell.batch_file(0)).centres["Z"]
+    assert centres.shape == (20,) and 0.02 < centres.std() < 0.09 and abs(centres.mean() - 0.3) < 0.05
     again = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
     assert again.skipped["toys"] == len(again.plan.cells) * 2 and again.skipped["templates"] == 2

@@ -135,6 +135,8 @@ class MixtureAccessor:
         if missing:
             raise ValueError(f"not a results Dataset: missing variables {missing}")
         dims = cell_dims(ds)
+        # every per-toy variable in alpha_hat's order, every per-cell one in its cell order
+        ds = ds.transpose(*dims, "toy", ...)
         shape = tuple(ds.sizes[d] for d in dims)
         res = {k: np.full(shape, np.nan) for k in _SUMMARY_ATTRS}
         i_alpha = dims.index("alpha")
@@ -201,12 +203,14 @@ class MixtureAccessor:
         for n in s["n_events"].values:
             for comp in nuis:
                 dim = f"fraction_{comp}"
-                others = {f"fraction_{o}": s[f"fraction_{o}"].values[0] for o in nuis if o != comp}
-                c = s.sel(alpha=a, n_events=n, method="nearest").sel(others)
+                rest = [o for o in nuis if o != comp]     # the other nuisances, at their first grid value
+                others = {f"fraction_{o}": s[f"fraction_{o}"].values[0] for o in rest}
+                c = s.sel(alpha=a, method="nearest").sel(n_events=n).sel(others)
                 head = ["estimator, smearing, treatment"] + [f"{comp} = {v:g}" for v in c[dim].values]
                 lines = [f"sigma of alpha_hat (Gaussian-fit width) [Cramer-Rao bound] against the {comp} fraction, "
-                         f"alpha = {float(a):g}, N = {int(n)}"
-                         + (f" ({', '.join(f'{k} = {v:g}' for k, v in others.items())})" if others else ""),
+                         f"alpha = {float(c['alpha']):g}, N = {int(n)}"
+                         + (f" ({', '.join(f'{o} = {v:g}' for o, v in zip(rest, others.values()))})"
+                            if others else ""),
                          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
                 for m in c["estimator"].values:
                     for sm in c["smearing"].values:

@@ -32,9 +32,10 @@ block of toys, all toys together:
   ``_Theta.support_min``, which refines only the blocks whose bound is not positive);
 * toys whose best fit is strictly inside the positivity region: the interval ends by Newton on
   (ln L(alpha, phi) = ln L_hat - 1/2, d ln L / d phi = 0) and the LR statistic by Newton in phi,
-  from the quadratic approximation, all three points per toy in the same passes over the events
-  (``_fast_profile``: about three passes, the first in float32); accepted where the result is
-  strictly inside the region;
+  all three points per toy in the same passes over the events (``_fast_profile``): a first Newton step
+  from the quadratic approximation on a quartic model of ln L about the best fit (its third- and
+  fourth-order sums come from the best fit's first float64 pass, ``_Phi.model``), then one pass in
+  float32 and, mostly the last, one in float64; accepted where the result is strictly inside the region;
 * the other toys (a constraint binds, clipped intervals, N = 1, flat directions): the nested path
   (``_robust_crossing``), bracketed Newton on the profile in u = atan(alpha), every profile point
   a constrained Newton solve in theta with the alpha constraint as an equality row of its KKT
@@ -48,6 +49,7 @@ the end is reported as +-inf (clipped); further out, theta cannot resolve S.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, fields
 
@@ -64,6 +66,7 @@ _CACHE_EVENTS = 1 << 16  # events per chunk of toys in the per-event passes (cac
 _RIDGE = 1e-12  # relative ridge on the Newton matrix: keeps flat directions from blowing up a step
 _FLAT_RTOL = 1e-10  # smallest / largest eigenvalue of the Hessian below this: a flat direction
 _HUGE = 1e12  # |fraction| beyond this: the likelihood is unbounded (no support to stop it)
+_MODEL_MAX_P = 4  # the profile's quartic start (n P^4 sums) only up to this many free fractions
 _FAR = 1e3  # an infinite positivity limit is tried here (S ~ 1e-3 A): a profile still above the crossing gives +-inf
 
 
@@ -582,14 +585,15 @@ class _Theta:
         th = np.where(fin[:, None], theta, 0.0)
         with np.errstate(invalid="ignore", over="ignore"):
             # bound = R s_rd + t.s_fix + theta.G - (|R| d_rd + |t|.d_fix + |theta|_1 d_G): one small matmul
-            x = np.column_stack([th, R, np.abs(R), _rsum(np.abs(th)), t, np.abs(t)])
-            mat = np.vstack([g[rep].T, srd[rep], -d_rd, -d_g, sfix[rep].T, -d_fix.T])
-            bound = x @ mat
-            out = np.min(bound, axis=1, initial=np.inf)
+            # (blocks, toys): the minimum over blocks is then elementwise along the long axis (fast)
+            x = np.vstack([th.T, R, np.abs(R), _rsum(np.abs(th)), t.T, np.abs(t).T])
+            mat = np.hstack([g[rep], srd[rep, None], -d_rd[:, None], -d_g[:, None], sfix[rep], -d_fix])
+            bound = mat @ x
+            out = np.min(bound, axis=0, initial=np.inf)
             # the (toy, block) pairs whose bound is not positive: all rows of just those blocks
             tf = np.flatnonzero(~(out > 0) & fin)
             if tf.size:
-                bf = bound[tf]
+                bf = bound[:, tf].T
                 out[tf] = np.where(bf > 0, bf, np.inf).min(axis=1, initial=np.inf)
                 ti, bi = np.nonzero(~(bf > 0))
                 ti = tf[ti]
@@ -612,15 +616,21 @@ class _Theta:
             m += theta[:, p, None] * cols[p]
         return m, cols
 
-    def evaluate(self, theta, idx=None, *, need_hess=True, low=False):
+    def evaluate(self, theta, idx=None, *, need_hess=True, low=False, third=None):
         """(ln L, gradient, -Hessian) at theta for the toys (idx: a subset); ln L = -inf off the domain.
 
         ``low``: in float32 where the copies exist (about half the time; good to ~1e-6 relative, for the
-        first Newton steps only)."""
+        first Newton steps only). ``third``: arrays (n, P, P, P) and (n, P, P, P, P) that receive the third- and
+        fourth-order sums T = sum_i u_i u_i u_i, Q = sum_i u_i u_i u_i u_i (u_i = cols_i / m_i: about theta,
+        ln L = sum ln(1 + delta.u_i) has the terms T[delta^3] / 3 - Q[delta^4] / 4), for the quartic model that
+        starts the profile (``_Phi.model``)."""
         n, P = theta.shape
         N = self.base.shape[1]
         ell, g = np.empty(n), np.empty((n, P))
         j = np.empty((n, P, P)) if need_hess else None
+        if third is not None:  # index multisets p <= q <= r (<= w), each sum from two pair products u_p u_q
+            trip = [(p, q, r) for p in range(P) for q in range(p, P) for r in range(q, P)]
+            quad = [(p, q, r, w) for p, q, r in trip for w in range(r, P)]
         b_all, c_all, ones, th_c = self.base, self.cols, self.ones, theta
         if low and self.low is not None:
             (b_all, c_all), ones, th_c = self.low, self.ones.astype(np.float32), theta.astype(np.float32)
@@ -643,6 +653,21 @@ class _Theta:
                     for p in range(P):
                         for q in range(p, P):
                             j[sl, p, q] = j[sl, q, p] = np.einsum("ij,ij->i", u[p], u[q])
+                if third is not None:  # in float32 (they only shape the profile's first Newton step)
+                    uf = [a_.astype(np.float32) for a_ in u]
+                    pair = {}
+                    for p in range(P):
+                        for q in range(p, P):
+                            pair[p, q] = uf[p] * uf[q]
+                    t3_, t4_ = third
+                    for p, q, r in trip:
+                        v_ = np.einsum("ij,ij->i", pair[p, q], uf[r])
+                        for perm in set(itertools.permutations((p, q, r))):
+                            t3_[(sl,) + perm] = v_
+                    for p, q, r, w_ in quad:
+                        v_ = np.einsum("ij,ij->i", pair[p, q], pair[r, w_])
+                        for perm in set(itertools.permutations((p, q, r, w_))):
+                            t4_[(sl,) + perm] = v_
         ell = np.where(np.isfinite(ell), ell, -np.inf)
         pc = self.spec.pos_cons
         if pc.size:
@@ -848,7 +873,8 @@ def _free_newton(ts: _Theta, theta, start, *, tol, max_iter, hess_rtol, start_lo
     The same steps, convergence test and final quadratic-model update as ``_solve`` on a toy whose
     iterates stay inside the domain with ln L rising; a toy that would need a cut, a row, or ends
     with a row <= 0 is marked failed (``ok`` False) and left to ``_solve``. Returns (res, ok), res
-    as ``_solve``'s (valid where ok).
+    as ``_solve``'s (valid where ok) plus T: the third- and fourth-order sums of the first float64 pass
+    (``_Theta.evaluate``), or None for P > _MODEL_MAX_P.
     """
     n, P = theta.shape
     theta = theta.copy()
@@ -858,11 +884,14 @@ def _free_newton(ts: _Theta, theta, start, *, tol, max_iter, hess_rtol, start_lo
     live = np.isfinite(ell)
     eye = np.eye(P)
     prev_low = start_low  # the gradient and Hessian in hand come from a float32 pass
+    t3 = (np.zeros((n, P, P, P)), np.zeros((n, P, P, P, P))) if P <= _MODEL_MAX_P else None
+    t3_done = t3 is None  # third/fourth-order sums from the first float64 pass (the profile's quartic start)
     for it in range(1, max_iter + 1):
         li = np.flatnonzero(live)
         if li.size == 0:
             break
-        th, jd, gd = theta[li], j[li], g[li]
+        every = li.size == n  # all toys live (the first passes): views, no gathers
+        th, jd, gd = (theta, j, g) if every else (theta[li], j[li], g[li])
         jscale = np.trace(jd, axis1=1, axis2=2) / max(P, 1)
         step = _solve_small(jd + (_RIDGE * np.maximum(jscale, 1e-6))[:, None, None] * eye, gd)
         dec = np.einsum("np,npq,nq->n", step, jd, step)
@@ -887,24 +916,41 @@ def _free_newton(ts: _Theta, theta, start, *, tol, max_iter, hess_rtol, start_lo
         ti = li[tr]
         low = it == 1 and ts.low is not None  # the first step's pass in float32 (the next steps correct it)
         was_low, prev_low = prev_low, low
-        if ti.size >= 0.5 * n:  # evaluating the whole set beats gathering most of it
+        buf = None
+        if not low and not t3_done:
+            t3_done = True
+            nb = n if ti.size >= 0.5 * n else ti.size
+            buf = (np.zeros((nb, P, P, P)), np.zeros((nb, P, P, P, P)))
+        if ti.size == n:  # every toy steps: no gathers
+            e_, g_, j_ = ts.evaluate(new, low=low, third=buf)
+        elif ti.size >= 0.5 * n:  # evaluating the whole set beats gathering most of it
             full = theta.copy()
             full[ti] = new[tr]
-            e_, g_, j_ = (a[ti] for a in ts.evaluate(full, low=low))
+            e_, g_, j_ = (a[ti] for a in ts.evaluate(full, low=low, third=buf))
+            if buf is not None:  # every toy's sums (a toy that does not take this step fails, or is done): as they are
+                t3, buf = buf, None
         else:
-            e_, g_, j_ = ts.evaluate(new[tr], ti, low=low)
+            e_, g_, j_ = ts.evaluate(new[tr], ti, low=low, third=buf)
         tiny = size[tr] <= 1e-15 * scale_th[tr]
         # ln L in float32 (this pass, or the last one) is good to ~1e-6 |ln L|: the rise test allows for it
         slack = 1e-5 * (1.0 + np.abs(ell[ti])) if (low or was_low) else 0.0
         acc = np.isfinite(e_) & ((e_ >= ell[ti] + 1e-4 * slope[tr] - slack) | tiny)
+        if ti.size == n and acc.all():  # every toy takes its step: the new arrays replace the old ones
+            theta, ell, g, j = new, e_, g_, j_
+            n_iter[:] = it
+            if buf is not None:
+                t3 = buf
+            continue
         a_ = ti[acc]
         theta[a_], ell[a_], g[a_], j[a_], n_iter[a_] = new[tr[acc]], e_[acc], g_[acc], j_[acc], it
+        if buf is not None:
+            t3[0][a_], t3[1][a_] = buf[0][acc], buf[1][acc]
         live[ti[~acc]] = False
     oi = np.flatnonzero(ok)
     if oi.size:
         inside = _rmin(ts.rows(theta[oi], oi)) > 0
         ok[oi[~inside]] = False
-    res = dict(theta=theta, W=-np.ones((n, P), int), ell=ell, g=g, j=j, converged=ok.copy(), n_iter=n_iter)
+    res = dict(theta=theta, W=-np.ones((n, P), int), ell=ell, g=g, j=j, converged=ok.copy(), n_iter=n_iter, T=t3)
     return res, ok
 
 
@@ -958,6 +1004,56 @@ class _Phi:
             d[:, p, 1 + c] = 1.0
             d[:, prn, 1 + c] = -alpha * self.kappa[c] - self.numo[c]
         return d
+
+    def model(self, alpha, phi, theta_hat, ell_hat, j, t3, t4):
+        """``evaluate``'s output (with_alpha, G points per toy) from the quartic model of ln L about the best fit.
+
+        ln L(theta_hat + delta) ~ ln L_hat - J[delta^2] / 2 + T[delta^3] / 3 - Q[delta^4] / 4 (the series of
+        sum_i ln(1 + delta.u_i); the gradient at the best fit is 0 to its tolerance; J: -Hessian with the
+        penalties, T and Q: ``_Theta.evaluate``'s third- and fourth-order sums), taken to (alpha, phi) by the
+        chain rule (theta_rn = alpha S - sum_numo phi: its only second derivative is d2 theta_rn / d alpha
+        d phi_p = -kappa_p). No pass over the events; for a first Newton step only. ``alpha`` (G, n), ``phi``
+        (G, n, k); the results come flattened as ``evaluate``'s."""
+        spec = self.spec
+        P, prn, k = spec.P, spec.pos_rn, self.keep.size
+        zero = np.zeros_like(alpha)
+        s = self.R[None, :] - sum((phi[..., c] for c in range(k) if self.kappa[c]), zero)
+        th = [None] * P
+        for c, p in enumerate(self.keep):
+            th[p] = phi[..., c]
+        th[prn] = alpha * s - sum((phi[..., c] for c in range(k) if self.numo[c]), zero)
+        dl = [th[p] - theta_hat[None, :, p] for p in range(P)]
+        # the model's gradient g and Hessian h (component loops on (G, n) arrays: P is small); per pair p <= q
+        # td = T[delta]_pq, qdd = Q[delta^2]_pq, then g = (-J + td - qdd) delta, h = -J + 2 td - 3 qdd
+        g = [zero.copy() for _ in range(P)]
+        h = [[None] * P for _ in range(P)]
+        ell = ell_hat[None, :] + zero
+        for p in range(P):
+            for q in range(p, P):
+                jq = j[None, :, p, q]
+                td = sum(t3[None, :, p, q, r] * dl[r] for r in range(P))
+                qdd = sum(t4[None, :, p, q, r, w] * dl[r] * dl[w] for r in range(P) for w in range(P))
+                h[p][q] = h[q][p] = 2.0 * td - 3.0 * qdd - jq
+                for a_, b_ in ((p, q), (q, p)) if p != q else ((p, q),):
+                    g[a_] += (td - qdd - jq) * dl[b_]
+                    # ln L - ln L_hat = sum_ab delta_a (-J / 2 + td / 3 - qdd / 4)_ab delta_b
+                    ell += (td / 3.0 - 0.25 * qdd - 0.5 * jq) * dl[a_] * dl[b_]
+        kap = self.kappa.astype(float)
+        b = [-alpha * kap[c] - float(self.numo[c]) for c in range(k)]
+        ga = g[prn] * s
+        haa = s * s * h[prn][prn]
+        gp, hap, hpp = (np.empty(alpha.shape + (k,)), np.empty(alpha.shape + (k,)), np.empty(alpha.shape + (k, k)))
+        for c, p in enumerate(self.keep):
+            gp[..., c] = g[p] + b[c] * g[prn]
+            hap[..., c] = s * (h[prn][p] + b[c] * h[prn][prn]) - kap[c] * g[prn]
+            for e, q in enumerate(self.keep):
+                hpp[..., c, e] = h[p][q] + b[c] * h[prn][q] + b[e] * h[p][prn] + b[c] * b[e] * h[prn][prn]
+
+        def flat(a):
+            return np.broadcast_to(a, alpha.shape + a.shape[2:]).reshape((alpha.size,) + a.shape[2:])
+
+        return {"ell": flat(ell), "s": flat(s), "ga": flat(ga), "haa": flat(haa), "hap": flat(hap), "gp": flat(gp),
+                "hpp": flat(hpp)}
 
     def evaluate(self, alpha, phi, idx=None, *, with_alpha=True, low=False):
         """ln L, d/d alpha, d/d phi, d2/d alpha2, d2/d alpha d phi, d2/d phi2 (second derivatives, not negated).
@@ -1034,7 +1130,8 @@ class _Phi:
         return out
 
 
-def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, tol, max_iter=10, use=None):
+def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, tol, max_iter=10, use=None,
+                  quartic=None):
     """Both interval ends and ln L_profile(alpha_at) by Newton from the quadratic approximation, all toys together.
 
     Three points per toy, evaluated in the same passes over the events (``_Phi.evaluate`` with G = 3):
@@ -1045,6 +1142,9 @@ def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, 
     (n, 2)) and the step falls below tol: such a point is the maximum over phi of the concave slice (no
     constraint binds), i.e. the profile crossing or value. Returns (value (3, n), ok (3, n), theta (3, n, P)):
     the lower end, the upper end, and ln L_profile(alpha_at). ``use``: the toys to solve (default all).
+    ``quartic``: (J, T, Q) in theta per toy (``_Phi.model``): the first Newton step then comes from the quartic
+    model of ln L about the best fit instead of a pass over the events (T = Q = 0: the quadratic model, whose
+    step is 0; those toys take one pass more).
     """
     n = alpha_hat.size
     k = ph.keep.size
@@ -1069,15 +1169,22 @@ def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, 
     live = np.concatenate([use, use, want & use])
     whole = np.ones(3, bool)  # per point group: all its toys evaluated (finished ones ride along) until < half live
     for it in range(max_iter):
-        low = it == 0 and ph.low is not None  # the first pass in float32: its step is corrected by the next ones
+        # with the quartic start (pass 0 from the model, ~1e-3 sigma), pass 1 in float32 and pass 2, the first in
+        # float64, starts ~1e-6 sigma from the solution and accepts nearly every point; without it, pass 0 in
+        # float32. Nothing is accepted on a float32 or model pass (their steps are corrected by the next ones).
+        low = (it <= 1 if quartic is not None else it == 0) and ph.low is not None
+        model = it == 0 and quartic is not None
         whole &= live.reshape(3, n).sum(axis=1) >= 0.5 * n
         gw = np.flatnonzero(whole)
         rest = np.flatnonzero(live & ~whole[grp])  # the live points of the other groups, gathered
         pi = np.concatenate([np.flatnonzero(whole[grp]), rest])
         parts = []
-        if gw.size:
+        if model:  # all points (those not live ride along)
+            pi = np.arange(3 * n)
+            parts.append(ph.model(alpha.reshape(3, n), phi.reshape(3, n, k), theta_hat, ell_hat, *quartic))
+        elif gw.size:
             parts.append(ph.evaluate(alpha.reshape(3, n)[gw], phi.reshape(3, n, k)[gw], low=low))
-        if rest.size:
+        if rest.size and not model:
             parts.append(ph.evaluate(alpha[rest], phi[rest], toy[rest], low=low))
         ev = parts[0] if len(parts) == 1 else {key: np.concatenate([p_[key] for p_ in parts]) for key in parts[0]}
         cr = cross[pi]
@@ -1108,7 +1215,7 @@ def _fast_profile(ph: _Phi, alpha_hat, theta_hat, ell_hat, q, lim, alpha_at, *, 
                 "np,np->n", np.abs(d[:, 1:]), np.sqrt(np.abs(np.einsum("npp->np", ev["hpp"]))))
             size = np.maximum(np.abs(d[:, 0]) / (1 + np.abs(a_new)),
                               _rmax(np.abs(d[:, 1:]), 0.0) / (1 + _rmax(np.abs(p_new), 0.0)))
-            small = ((size <= tol) | ((size <= 1e-3) & (eta < 0.1) & (eta * size <= 0.1 * tol))) & (not low)
+            small = ((size <= tol) | ((size <= 1e-3) & (eta < 0.1) & (eta * size <= 0.1 * tol))) & (not (low or model))
         lv = live[pi]
         alpha[pi[lv]], phi[pi[lv]] = a_new[lv], p_new[lv]
         fin = feasible & small & lv
@@ -1206,16 +1313,29 @@ def _theta_set(spec: _Spec, d, mask, sup, floor, with_low=False):
         low = np.max(d, axis=2) < floor  # no component has density here: floored (warned by the caller)
         if low.any():
             d = np.where(low[..., None], floor, d)
-    dr = d[..., spec.rd]
-    base = spec.R[:, None] * dr
-    if spec.fixed.size:
-        base = base + np.einsum("tnk,tk->tn", d[..., spec.fixed], spec.t)
+    base = np.empty((n, N))
     cols = np.empty((spec.P, n, N))
-    for p, k in enumerate(spec.free):
-        np.subtract(d[..., k], dr, out=cols[p])
+    # float32 copies written while each chunk is in cache (with a mask: after the pads are set)
+    low32 = (np.empty((n, N), np.float32), np.empty((spec.P, n, N), np.float32)) if with_low and mask is None else None
+    step = max(1, (1 << 14) // max(N, 1))  # toys per chunk: the strided reads of d hit the cache
+    for s0 in range(0, n, step):
+        sl = slice(s0, min(n, s0 + step))
+        dc = d[sl]
+        dr = dc[..., spec.rd]
+        np.multiply(spec.R[sl, None], dr, out=base[sl])
+        if spec.fixed.size:
+            base[sl] += np.einsum("tnk,tk->tn", dc[..., spec.fixed], spec.t[sl])
+        if low32 is not None:
+            low32[0][sl] = base[sl]
+        for p, k in enumerate(spec.free):
+            np.subtract(dc[..., k], dr, out=cols[p, sl])
+            if low32 is not None:
+                low32[1][p, sl] = cols[p, sl]
     if mask is not None:
         base = np.where(mask, base, 1.0)
         cols *= mask[None]
+        if with_low:
+            low32 = (base.astype(np.float32), cols.astype(np.float32))
     rows = None
     if sup is not None:  # the rows in theta; kept with the (cached) support, so their screening blocks are reused
         key = (id(sup), tuple(spec.free), spec.rd, tuple(spec.fixed))
@@ -1225,7 +1345,6 @@ def _theta_set(spec: _Spec, d, mask, sup, floor, with_low=False):
             hit = _ROWS_CACHE[key] = (sup, (sup[:, spec.free] - sup[:, [spec.rd]], sup[:, spec.rd].copy(),
                                             sup[:, spec.fixed]))
         rows = hit[1]
-    low32 = (base.astype(np.float32), cols.astype(np.float32)) if with_low else None
     return _Theta(spec, base, cols, spec.R, spec.t, rows, spec.centre, 1.0 / spec.width**2, low=low32)
 
 
@@ -1248,6 +1367,8 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter, low=Fals
     impossible = ~np.isfinite(ev0[0])  # every event density 0 whatever the free fractions
     res = dict(theta=np.full((n, P), np.nan), W=-np.ones((n, P), int), ell=np.full(n, -np.inf),
                g=np.zeros((n, P)), j=np.zeros((n, P, P)), converged=np.zeros(n, bool), n_iter=np.zeros(n, np.int64))
+    model = P <= _MODEL_MAX_P
+    t3 = (np.zeros((n, P, P, P)), np.zeros((n, P, P, P, P))) if model else None  # 3rd/4th-order sums (0: none)
 
     def fit(tset, rows_idx, fast=False):
         sub = tset if rows_idx.size == n else tset.take(rows_idx)
@@ -1257,16 +1378,21 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter, low=Fals
                                  start_low=ts.low is not None)
             for key in res:
                 res[key][rows_idx[ok]] = r[key][ok]
+            if model:
+                t3[0][rows_idx[ok]], t3[1][rows_idx[ok]] = r["T"][0][ok], r["T"][1][ok]
             if ok.all():
                 return
             rest = np.flatnonzero(~ok)
             sub, rows_idx = sub.take(rest), rows_idx[rest]
+            st = [a[rest] for a in st]  # the start of the toys left (replaced below when it was float32)
         if ts.low is not None:  # the start in float64
             st = list(sub.evaluate(theta0[rows_idx]))
         r = _solve(sub, theta0[rows_idx], -np.ones((rows_idx.size, P), int), tol=tol, max_iter=max_iter,
                    hess_rtol=1e-6, start=st)
         for key in res:
             res[key][rows_idx] = r[key]
+        if model:
+            t3[0][rows_idx], t3[1][rows_idx] = 0.0, 0.0
 
     todo = np.flatnonzero(~impossible)
     if todo.size and ts.sup is not None:
@@ -1293,8 +1419,16 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter, low=Fals
     no_signal = converged & (s <= 1e-12 * spec.R)
     alpha = np.where(no_signal | ~converged & ~np.isfinite(alpha), np.nan, alpha)
     jf = np.where(np.isfinite(j), j, 0.0)
-    ev = np.linalg.eigvalsh(jf)
-    flat = (ev[:, 0] <= _FLAT_RTOL * np.maximum(ev[:, -1], 1e-300)) | no_signal
+    if P == 2:  # closed form: largest eigenvalue, and the smallest as det / largest (no cancellation)
+        tr2, dif2 = 0.5 * (jf[:, 0, 0] + jf[:, 1, 1]), 0.5 * (jf[:, 0, 0] - jf[:, 1, 1])
+        off = 0.5 * (jf[:, 0, 1] + jf[:, 1, 0])
+        ev_hi = tr2 + np.hypot(dif2, off)
+        det = jf[:, 0, 0] * jf[:, 1, 1] - off * off
+        ev_lo = np.where(ev_hi > 0, det / np.where(ev_hi > 0, ev_hi, 1.0), tr2 - np.hypot(dif2, off))
+    else:
+        ev = np.linalg.eigvalsh(jf)
+        ev_lo, ev_hi = ev[:, 0], ev[:, -1]
+    flat = (ev_lo <= _FLAT_RTOL * np.maximum(ev_hi, 1e-300)) | no_signal
     # sigma^2 = g^T J^-1 g (delta method; inf on flat toys, where J has no inverse)
     ga = spec.alpha_grad(np.where(np.isfinite(theta), theta, 0.0), spec.R)
     jf[flat] = np.eye(P)
@@ -1328,12 +1462,15 @@ def _fit_block(spec: _Spec, d, mask, sup, limits, floor, tol, max_iter, low=Fals
         a_f = np.where(use, alpha[fi], 0.0)
         th_f = th0[fi]
         dj = ph.jacobian(a_f, th_f)
-        q = np.einsum("npa,npq,nqb->nab", dj, np.where(use[:, None, None], j[fi], np.eye(P)), dj)
+        j_f = np.where(use[:, None, None], j[fi], np.eye(P))
+        q = np.matmul(dj.transpose(0, 2, 1), np.matmul(j_f, dj))
         q[~use] = np.eye(P)
         lim_f = np.where(use[:, None], limits[fi], 0.0)
         a_at = np.where(use & todo_lr[fi], at[fi], np.nan)
         val, ok, th_e = _fast_profile(ph, a_f, th_f, np.where(use, ell[fi], 0.0), q, lim_f, a_at, tol=tol,
-                                      use=use)
+                                      use=use, quartic=None if not model else (
+                                          j_f, *(t_[fi] if use.all() else np.where(
+                                              use.reshape((-1,) + (1,) * (t_.ndim - 1)), t_[fi], 0.0) for t_ in t3)))
         ok &= (sub.support_min(np.where(ok[..., None], th_e, th_f[None]).reshape(-1, P), idx=np.tile(
             np.arange(fi.size), 3)) > 0).reshape(3, -1)
         for g_, out, todo in ((0, lo, todo_lo), (1, hi, todo_hi)):

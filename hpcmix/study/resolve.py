@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -254,6 +255,11 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         check_section(t["smearing"][pion], _PION_FIELDS, source=where, prefix=f"smearing.{pion}.")
     name = t["name"] or "hpcmix"
     components = tuple(t["components"])
+    # component names key artefact arrays (density_<d>_on_<c>) and results variables
+    bad = [c for c in components if not re.fullmatch(r"[A-Za-z0-9_]+", c)]
+    if bad:
+        raise ConfigError(f"{where}: component name(s) {bad} may hold only letters, digits and underscores "
+                          "(they name arrays in the stored artefacts); rename the process")
     try:
         catalogue = load_catalogue(t["processes"] or {}, source=source)
         for c in components:
@@ -347,6 +353,16 @@ def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi
                           f"({poi.name} = fraction of {poi.fraction_of} among {list(poi.among)}), so their true "
                           f"fractions are a grid of the study: give toys.fractions.{missing[0]}, e.g. [0.0, 0.2, 0.5]")
     grid = {c: tuple(float(v) for v in grid[c]) for c in nuisances}
+    for c, values in grid.items():
+        # results cells and toy seeds tell grid values apart to about 1e-9
+        if len({round(v, 9) for v in values}) != len(values):
+            raise ConfigError(f"{where}: 'toys.fractions.{c}' = {list(values)} has values closer than 1e-9; "
+                              "give distinct fractions")
+    clash = [c for c in nuisances if c.startswith("hat_")]
+    if clash:
+        raise ConfigError(f"{where}: nuisance component name(s) {clash} start with 'hat_', which would make the "
+                          "results dimension fraction_<name> collide with the fitted-fraction variables "
+                          "fraction_hat_<component>; rename the process")
     worst = sum(max(v) for v in grid.values())
     if worst >= 1:
         raise ConfigError(f"{where}: 'toys.fractions' {grid} leave no room for the signal: at the grid point "

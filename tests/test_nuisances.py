@@ -41,7 +41,7 @@ def test_the_example_job_file_resolves_with_its_nuisance():
     ({"toys": {"fractions": {"Z": [0.2], "A": [0.1]}}}, r"share what the nuisances leave"),
     ({"toys": {"fractions": {}}}, r"give toys.fractions.Z"),
     ({"toys": {"fractions": {"Z": [0.99, 1.0]}}}, r"distinct true fractions in \[0, 1\)"),
-    ({"toys": {"fractions": {"Z": [0.1, 0.1 + 1e-12]}}}, r"values closer than 1e-9"),
+    ({"toys": {"fractions": {"Z": [0.1, 0.1 + 1e-7]}}}, r"values closer than 1e-6"),
     ({"toys": {"constraint_width": {"Z": 0}}}, r"'toys.constraint_width.Z' has value 0"),
     ({"toys": {"constraint_width": {"Z": -0.1}}}, r"'toys.constraint_width.Z' has value -0.1"),
     ({"toys": {"constraint_width": {}}}, r"give toys.constraint_width.Z"),

@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
@@ -354,9 +355,9 @@ def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi
                           f"fractions are a grid of the study: give toys.fractions.{missing[0]}, e.g. [0.0, 0.2, 0.5]")
     grid = {c: tuple(float(v) for v in grid[c]) for c in nuisances}
     for c, values in grid.items():
-        # results cells and toy seeds tell grid values apart to about 1e-9
-        if len({round(v, 9) for v in values}) != len(values):
-            raise ConfigError(f"{where}: 'toys.fractions.{c}' = {list(values)} has values closer than 1e-9; "
+        # results cells match grid values to 1e-8 (np.isclose): keep them well apart
+        if len(values) > 1 and np.diff(np.sort(values)).min() < 1e-6:
+            raise ConfigError(f"{where}: 'toys.fractions.{c}' = {list(values)} has values closer than 1e-6; "
                               "give distinct fractions")
     clash = [c for c in nuisances if c.startswith("hat_")]
     if clash:

@@ -165,8 +165,7 @@ class ResultsBuilder:
         if cramer_rao is not None:
             self.cramer_rao[cell] = float(cramer_rao)
         if draw is not None:
-            # PoolUses and MixtureDraw carry uses per component; ToyDraw (two pools) as uses_a, uses_h
-            uses = draw.uses.values() if hasattr(draw, "uses") else (draw.uses_a, draw.uses_h)
+            uses = draw.uses.values()  # PoolUses, ToyDraw, MixtureDraw: uses per component
             self.uses_sum[cell] += sum(u.sum() for u in uses)
             self.pool_size[cell] = sum(u.size for u in uses)
             self.max_uses[cell] = max(self.max_uses[cell], draw.max_uses)

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import special
 
-from .cramer_rao import FractionBound, fraction_cramer_rao_bound
+from .cramer_rao import FractionBound, _quadrature_weights, fraction_cramer_rao_bound
 from .templates import (
     ADAPTIVE_CLASSES,
     DEFAULT_ADAPTIVE,
@@ -42,7 +42,7 @@ from .templates import (
     KDETemplate,
     PhiStarTemplates,
     _bandwidth,
-    _given,
+    kde_options,
     _to_estimation_space,
     fit_phi_star_templates,
 )
@@ -374,18 +374,11 @@ class KDEComponents(ComponentTemplates):
                 raise ValueError(f"KDE template values of component {c!r} must be finite and inside [0, 1] "
                                  "(network outputs)")
             y[c] = arr
-        q = float(_given("positivity_quantile", positivity_quantile))
-        if not 0.0 <= q < 0.5:
-            raise ValueError(f"positivity_quantile must be in [0, 0.5), got {q}")
-        space = _given("space", space)
-        clip = float(_given("clip", clip))
-        grid_size = int(_given("grid_size", grid_size))
-        bandwidth = _given("bandwidth", bandwidth)
-        adaptive = bool(_given("adaptive", adaptive))
-        adaptive_classes = int(_given("adaptive_classes", adaptive_classes))
-        if space not in ("logit", "reflect"):
-            raise ValueError(f"space must be 'logit' or 'reflect', got {space!r}")
-        opts = dict(grid_size=grid_size, space=space, clip=clip, adaptive=adaptive, adaptive_classes=adaptive_classes)
+        opts, settings = kde_options(bandwidth=bandwidth, grid_size=grid_size, space=space, clip=clip,
+                                     positivity_quantile=positivity_quantile, adaptive=adaptive,
+                                     adaptive_classes=adaptive_classes)
+        space, clip, adaptive, grid_size = opts["space"], opts["clip"], opts["adaptive"], opts["grid_size"]
+        bandwidth, q = settings["bandwidth"], settings["positivity_quantile"]
         z = {c: _to_estimation_space(y[c], space, clip) for c in names}
         h = {}
         for c in names:
@@ -404,9 +397,7 @@ class KDEComponents(ComponentTemplates):
         self.positivity_quantile = q
         self.positivity_range = (tuple(float(v) for v in np.quantile(y_all, [q, 1.0 - q])) if q > 0
                                  else self.data_range)
-        self.settings = {"space": space, "bandwidth": bandwidth if isinstance(bandwidth, str) else float(bandwidth),
-                         "adaptive": adaptive, "grid_size": grid_size, "logit_clip": clip,
-                         "positivity_quantile": q, "adaptive_classes": adaptive_classes}
+        self.settings = settings
 
     @property
     def bandwidths(self) -> dict[str, float]:
@@ -445,10 +436,7 @@ class KDEComponents(ComponentTemplates):
         dens = self._columns("density")
         if self.space == "reflect":
             return dens, np.full(self.grid.size, self.grid[1] - self.grid[0])
-        dz = np.diff(self.grid)
-        w = np.zeros(self.grid.size)
-        w[:-1] += dz / 2
-        w[1:] += dz / 2
+        w = _quadrature_weights(self.grid, self.grid.size, None)  # trapezoid
         ends = np.stack([self._columns("mass_below"), self._columns("mass_above")])
         return np.concatenate([dens, ends]), np.concatenate([w, np.ones(2)])
 

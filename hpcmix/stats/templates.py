@@ -550,6 +550,28 @@ class KDETemplate(Template):
         return out
 
 
+def kde_options(*, bandwidth, grid_size, space, clip, positivity_quantile, adaptive, adaptive_classes):
+    """Checked KDE options: (the ``KDETemplate`` keyword arguments, the settings in job-file names).
+
+    The settings (space, bandwidth, adaptive, grid_size, logit_clip, positivity_quantile,
+    adaptive_classes) are the templates' provenance and what their stored form is rebuilt from.
+    """
+    q = float(_given("positivity_quantile", positivity_quantile))
+    if not 0.0 <= q < 0.5:
+        raise ValueError(f"positivity_quantile must be in [0, 0.5), got {q}")
+    space = _given("space", space)
+    if space not in ("logit", "reflect"):
+        raise ValueError(f"space must be 'logit' or 'reflect', got {space!r}")
+    opts = dict(grid_size=int(_given("grid_size", grid_size)), space=space, clip=float(_given("clip", clip)),
+                adaptive=bool(_given("adaptive", adaptive)),
+                adaptive_classes=int(_given("adaptive_classes", adaptive_classes)))
+    bandwidth = _given("bandwidth", bandwidth)
+    settings = {"space": space, "bandwidth": bandwidth if isinstance(bandwidth, str) else float(bandwidth),
+                "adaptive": opts["adaptive"], "grid_size": opts["grid_size"], "logit_clip": opts["clip"],
+                "positivity_quantile": q, "adaptive_classes": opts["adaptive_classes"]}
+    return opts, settings
+
+
 class KDETemplates(MixtureTemplates):
     """p_A(y), p_H(y) as KDEs of labelled network outputs on one shared grid.
 
@@ -583,20 +605,13 @@ class KDETemplates(MixtureTemplates):
             raise ValueError(f"y and is_a must have one length, got {y.shape} and {is_a.shape}")
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
             raise ValueError("KDE template values must be finite and inside [0, 1] (network outputs)")
-        q = float(_given("positivity_quantile", positivity_quantile))
-        if not 0.0 <= q < 0.5:
-            raise ValueError(f"positivity_quantile must be in [0, 0.5), got {q}")
+        opts, settings = kde_options(bandwidth=bandwidth, grid_size=grid_size, space=space, clip=clip,
+                                     positivity_quantile=positivity_quantile, adaptive=adaptive,
+                                     adaptive_classes=adaptive_classes)
         if is_a.all() or not is_a.any():
             raise ValueError("KDE templates need labelled events of both classes (is_a True and False)")
-        space = _given("space", space)
-        clip = float(_given("clip", clip))
-        grid_size = int(_given("grid_size", grid_size))
-        bandwidth = _given("bandwidth", bandwidth)
-        adaptive = bool(_given("adaptive", adaptive))
-        adaptive_classes = int(_given("adaptive_classes", adaptive_classes))
-        opts = dict(grid_size=grid_size, space=space, clip=clip, adaptive=adaptive, adaptive_classes=adaptive_classes)
-        if space not in ("logit", "reflect"):
-            raise ValueError(f"space must be 'logit' or 'reflect', got {space!r}")
+        space, clip, adaptive, grid_size = opts["space"], opts["clip"], opts["adaptive"], opts["grid_size"]
+        bandwidth, q = settings["bandwidth"], settings["positivity_quantile"]
         z = _to_estimation_space(y, space, clip)
         h = [_bandwidth(z[m], bandwidth) for m in (is_a, ~is_a)]
         grid = KDETemplate.default_grid(z, max(h), grid_size, space, adaptive=adaptive)
@@ -609,10 +624,7 @@ class KDETemplates(MixtureTemplates):
         # (0: the full range they span, the paper's rule; > 0 ignores sparse outer tails)
         self.positivity_quantile = q
         self.positivity_range = tuple(float(v) for v in np.quantile(y, [q, 1.0 - q])) if q > 0 else self.data_range
-        # what made them (job-file names), for provenance and the stored templates
-        self.settings = {"space": space, "bandwidth": bandwidth if isinstance(bandwidth, str) else float(bandwidth),
-                         "adaptive": adaptive, "grid_size": grid_size, "logit_clip": clip,
-                         "positivity_quantile": q, "adaptive_classes": adaptive_classes}
+        self.settings = settings
 
     def to_arrays(self, names=("h", "a")) -> dict[str, np.ndarray]:
         """Plain arrays that ``from_arrays`` rebuilds these templates from, bit for bit.

@@ -74,11 +74,16 @@ class ToyDraw:
     def n_events(self) -> int:
         return self.index.shape[1]
 
+    @property
+    def uses(self) -> dict[str, np.ndarray]:
+        """Uses per pool event by component, as :class:`MixtureDraw` and stored batches keep them."""
+        return {"A": self.uses_a, "H": self.uses_h}
+
     def as_mixture(self) -> MixtureDraw:
         """The same toys as a two-component :class:`MixtureDraw` (A first), for the shared bookkeeping."""
         return MixtureDraw(components=("A", "H"), index=self.index, component=(~self.is_a).astype(np.int8),
                            counts=np.column_stack([self.n_a, self.n_events - self.n_a]),
-                           uses={"A": self.uses_a, "H": self.uses_h})
+                           uses=self.uses)
 
     @property
     def mean_uses(self) -> float:

@@ -10,10 +10,15 @@ def split_events(total: int, chunk_size: int) -> dict[str, int]:
     return {"train": total - 2 * chunk_size, "template": chunk_size, "test": chunk_size}
 
 
-def generation_study(sample: str, events: dict[str, int], *, chunk_size: int, profile: str, seed: int):
+def generation_study(sample: str, events: dict[str, int], *, chunk_size: int, profile: str, seed: int,
+                     processes: dict | None = None, selection: dict | None = None):
     """A resolved single-component study (package defaults < dask config < these)."""
     from hpcmix.study import resolve_study
 
-    return resolve_study(overrides={"components": [sample], "seed": seed,
-                                    "generate": {"events": events, "chunk_size": chunk_size, "profile": profile}},
-                         mixture=False)
+    overrides = {"components": [sample], "seed": seed,
+                 "generate": {"events": events, "chunk_size": chunk_size, "profile": profile}}
+    if processes:
+        overrides["processes"] = processes
+    if selection:
+        overrides["selection"] = selection
+    return resolve_study(overrides=overrides, mixture=False)

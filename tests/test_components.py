@@ -589,3 +589,16 @@ def test_two_component_files_are_unchanged(tmp_path):
                                                "components": ["H", "A", "Z"]})
     with pytest.raises(ArtefactFormatError, match="malformed meta components"):
         load_templates(tmp_path / "y")
+
+
+def test_bound_is_infinite_where_the_templates_cannot_fix_the_fractions():
+    """Two first-order Fourier backgrounds beside the phi* pair: four densities in the span of
+    1, cos, sin, so three free fractions are not identified (the bound is +inf, not round-off)."""
+    t = PhiStarComponents(("H", "A"), 0.04, 0.001, {"Z": (0.03, -0.07), "tt": (0.12, 0.25)},
+                          {"H": 100, "A": 100, "Z": 100, "tt": 100}, components=("H", "A", "Z", "tt"))
+    f = [0.21, 0.49, 0.2, 0.1]
+    floated = t.cramer_rao(f, 100, num=["A"], den=["H", "A"], treatment={"Z": "floated", "tt": "floated"})
+    assert floated.bound == np.inf
+    # with one background fixed, three densities remain free in a three-dimensional span: finite
+    assert np.isfinite(floated.nuisance_fixed[2]) and np.isfinite(floated.nuisance_fixed[3])
+    assert np.isfinite(floated.all_fixed) and floated.all_fixed < floated.nuisance_fixed[2]

@@ -298,7 +298,7 @@ def test_process_without_taus_stops_with_the_cutflow():
 def test_catalogue_validates_process_fields():
     with pytest.raises(ValueError, match="unknown field"):
         load_catalogue({"X": {"resonance": 1, "settings": [], "colour": "red"}})
-    with pytest.raises(ValueError, match="missing required field 'resonance'"):
+    with pytest.raises(ValueError, match="exactly one of 'resonance'"):
         load_catalogue({"X": {"settings": []}})
 
 

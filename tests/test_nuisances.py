@@ -212,3 +212,26 @@ def test_a_three_component_study_runs_fits_every_treatment_and_reruns_nothing(tm
     assert centres.shape == (20,) and 0.02 < centres.std() < 0.09 and abs(centres.mean() - 0.3) < 0.05
     again = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
     assert again.skipped["toys"] == len(again.plan.cells) * 2 and again.skipped["templates"] == 2
+
+
+def test_treatment_of_pins_one_nuisance_in_every_fit(tmp_path):
+    job = {**k3_job(), "output": str(tmp_path / "out"), "components": ["H", "A", "Z", "W"]}
+    job["processes"] = {"Z": Z_PROCESS, "W": {**Z_PROCESS, "description": "a second background"}}
+    job["toys"] = {**job["toys"], "fractions": {"Z": [0.0, 0.3], "W": [0.1]}, "treatment_of": {"W": "fixed"},
+                   "constraint_width": {"Z": 0.05}}
+    plan = plan_study(resolve_study(overrides=job))
+    comps = ("H", "A", "Z", "W")
+    cell = plan.cells[0]
+    assert cell.treatment_of == (("W", "fixed"),)
+    assert cell.fit_treatment("floated", comps) == ({2: "floated", 3: "fixed"}, {})
+    assert cell.fit_treatment("constrained", comps) == ({2: "constrained", 3: "fixed"}, {2: 0.05})
+    job["toys"]["treatment_of"] = {}
+    job["toys"]["constraint_width"] = {"Z": 0.05, "W": 0.02}
+    other = plan_study(resolve_study(overrides=job))
+    assert other.cells[0].address != cell.address        # the address says how the fits treat W
+    job["toys"]["treatment_of"] = {"H": "fixed"}
+    with pytest.raises(ConfigError, match=r"'toys.treatment_of' names \['H'\], which are not nuisance"):
+        resolve_study(overrides=job)
+    job["toys"].update(treatment_of={"W": "constrained"}, treatments=["fixed"], constraint_width={})
+    with pytest.raises(ConfigError, match=r"makes W constrained, so it needs a constraint width"):
+        resolve_study(overrides=job)

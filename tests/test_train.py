@@ -409,7 +409,7 @@ def test_training_input_errors(tmp_path, keras):
         train_classifier(x, y, feature_names=names[:-1], out_dir=tmp_path, settings=s)
     with pytest.raises(ValueError, match="labels"):
         train_classifier(x, y + 1, feature_names=names, out_dir=tmp_path, settings=s)
-    with pytest.raises(ValueError, match="both H"):
+    with pytest.raises(ValueError, match=r"every class, 0 \(H\) and 1 \(A\)"):
         train_classifier(x, np.zeros_like(y), feature_names=names, out_dir=tmp_path, settings=s)
     with pytest.raises(ValueError, match="events"):
         train_classifier(x, y[:-1], feature_names=names, out_dir=tmp_path, settings=s)

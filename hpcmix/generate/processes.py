@@ -1,7 +1,9 @@
-"""Processes are data: a resonance id plus Pythia settings, loaded from YAML.
+"""Processes are data: where the tau pair comes from plus Pythia settings, loaded from YAML.
 
 Built-ins live in ``hpcmix/processes.yaml``; a job file may define more under a
-``processes:`` key with the same fields, without touching Python.
+``processes:`` key with the same fields, without touching Python. The taus come
+either from one hard-process ``resonance`` (H, A, gamma*/Z: its two daughters)
+or along two ``tau_chains`` (ttbar: t -> W+ -> tau+ and tbar -> W- -> tau-).
 """
 
 from __future__ import annotations
@@ -13,21 +15,36 @@ from typing import Any, Mapping
 import yaml
 
 _BUILTIN_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "processes.yaml")
-_PROCESS_FIELDS = {"description", "resonance", "settings"}
+_PROCESS_FIELDS = {"description", "resonance", "tau_chains", "profile", "settings"}
 
 
 @dataclass(frozen=True)
 class Process:
-    """A named sample: the resonance that decays to the tau pair and its Pythia settings."""
+    """A named sample: where its tau pair comes from and its Pythia settings.
+
+    ``resonance``: PDG id of a hard-process particle whose two daughters are the taus.
+    ``tau_chains``: two PDG-id chains instead, one per tau: the first id is found in the hard
+    process, each next id among the daughters of the last copy of the one before, and the tau
+    among the daughters of the chain's end. ``profile``: a Pythia profile this process always
+    uses, whatever the study's ``generate.profile`` (ttbar needs hadronisation for its lepton veto).
+    """
 
     name: str
-    resonance: int
+    resonance: int | None
     settings: tuple[str, ...]
     description: str = ""
+    tau_chains: tuple[tuple[int, ...], ...] | None = None
+    profile: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "resonance": self.resonance, "settings": list(self.settings),
-                "description": self.description}
+        # fields at their defaults stay out, so the stores of resonance processes keep their addresses
+        d = {"name": self.name, "resonance": self.resonance, "settings": list(self.settings),
+             "description": self.description}
+        if self.tau_chains is not None:
+            d["tau_chains"] = [list(c) for c in self.tau_chains]
+        if self.profile is not None:
+            d["profile"] = self.profile
+        return d
 
 
 @dataclass(frozen=True)
@@ -47,9 +64,15 @@ class Catalogue:
                 "Define new ones under 'processes:' in a job file."
             ) from None
 
-    def pythia_settings(self, process: str | Process, profile: str) -> tuple[str, ...]:
-        """All settings for one process and profile, in the order they are read."""
+    def profile_of(self, process: str | Process, profile: str) -> str:
+        """The profile ``process`` generates with: its own when it names one, else the study's."""
         proc = process if isinstance(process, Process) else self.get(process)
+        return proc.profile or profile
+
+    def pythia_settings(self, process: str | Process, profile: str) -> tuple[str, ...]:
+        """All settings for one process and (study) profile, in the order they are read."""
+        proc = process if isinstance(process, Process) else self.get(process)
+        profile = self.profile_of(proc, profile)
         if profile not in self.profiles:
             raise ValueError(f"unknown Pythia profile {profile!r}; allowed: {', '.join(self.profiles)}")
         return self.common + self.profiles[profile] + proc.settings
@@ -62,16 +85,34 @@ def _parse_process(name: str, spec: Any, source: str) -> Process:
     if unknown:
         raise ValueError(f"{source}: process {name!r} has unknown field(s) {sorted(unknown)}; "
                          f"allowed: {sorted(_PROCESS_FIELDS)}")
-    for key in ("resonance", "settings"):
-        if key not in spec:
-            raise ValueError(f"{source}: process {name!r} is missing required field {key!r}")
-    if not isinstance(spec["resonance"], int) or isinstance(spec["resonance"], bool):
-        raise ValueError(f"{source}: process {name!r}: resonance must be an integer PDG id, got {spec['resonance']!r}")
+    if "settings" not in spec:
+        raise ValueError(f"{source}: process {name!r} is missing required field 'settings'")
+    if ("resonance" in spec) == ("tau_chains" in spec):
+        raise ValueError(f"{source}: process {name!r} needs exactly one of 'resonance' (the PDG id whose two "
+                         "daughters are the taus) and 'tau_chains' (two PDG-id chains, one per tau, e.g. "
+                         "[[6, 24], [-6, -24]] for t -> W -> tau)")
+    resonance = spec.get("resonance")
+    if resonance is not None and (not _is_pdg(resonance)):
+        raise ValueError(f"{source}: process {name!r}: resonance must be a nonzero integer PDG id, got {resonance!r}")
+    chains = spec.get("tau_chains")
+    if chains is not None:
+        if (not isinstance(chains, list) or len(chains) != 2
+                or not all(isinstance(c, list) and c and all(_is_pdg(i) for i in c) for c in chains)):
+            raise ValueError(f"{source}: process {name!r}: tau_chains must be two non-empty lists of nonzero "
+                             f"integer PDG ids (one chain per tau), got {chains!r}")
+        chains = tuple(tuple(c) for c in chains)
+    profile = spec.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise ValueError(f"{source}: process {name!r}: profile must be a profile name, got {profile!r}")
     settings = spec["settings"]
     if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings):
         raise ValueError(f"{source}: process {name!r}: settings must be a list of Pythia setting strings")
-    return Process(name=str(name), resonance=spec["resonance"], settings=tuple(settings),
-                   description=str(spec.get("description", "")))
+    return Process(name=str(name), resonance=resonance, settings=tuple(settings),
+                   description=str(spec.get("description", "")), tau_chains=chains, profile=profile)
+
+
+def _is_pdg(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value != 0
 
 
 def load_catalogue(extra: Mapping[str, Any] | None = None, *, source: str = "job file") -> Catalogue:
@@ -82,4 +123,7 @@ def load_catalogue(extra: Mapping[str, Any] | None = None, *, source: str = "job
     for name, spec in (extra or {}).items():
         processes[name] = _parse_process(name, spec, source)
     profiles = {k: tuple(v) for k, v in raw["profiles"].items()}
+    for p in processes.values():
+        if p.profile is not None and p.profile not in profiles:
+            raise ValueError(f"process {p.name!r}: unknown profile {p.profile!r}; allowed: {', '.join(profiles)}")
     return Catalogue(processes=processes, common=tuple(raw["common"]), profiles=profiles)

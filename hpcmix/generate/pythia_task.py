@@ -1,8 +1,9 @@
 """One generation task: run Pythia for a chunk and return the selected events' truth arrays.
 
-The hot loop follows the hard-process resonance to its two taus (a dozen
-Python calls per event) instead of scanning the event record; only events that
-pass the visible-tau cuts get the full-record scan for extra taus and leptons.
+The hot loop follows the hard-process resonance to its two taus (or each tau's
+decay chain, as for t -> W -> tau; a dozen Python calls per event) instead of
+scanning the event record; only events that pass the visible-tau cuts get the
+full-record scan for extra taus and leptons.
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ class ChunkSpec:
     n_events: int
     seed: int
     settings: tuple[str, ...]
-    resonance: int
+    resonance: int | None
     cuts: SelectionCuts
     max_tries_factor: int = 200
+    tau_chains: tuple[tuple[int, ...], ...] | None = None   # hpcmix.generate.processes.Process
 
     def __post_init__(self):
         if self.n_events <= 0:
             raise ValueError(f"n_events must be positive, got {self.n_events}")
+        if (self.resonance is None) == (self.tau_chains is None):
+            raise ValueError("give exactly one of resonance and tau_chains")
         if not 1 <= self.seed <= 900_000_000:
             raise ValueError(f"Pythia seeds lie in 1..900000000 (0 means 'from the clock'), got {self.seed}")
 
@@ -94,6 +98,44 @@ def _find_resonance(event, pdg: int) -> int:
         if event[i].id() == pdg:
             return event[i].iBotCopyId()
     return -1
+
+
+def _daughter(event, i: int, pdg: int) -> int:
+    """The daughter of entry ``i`` with id ``pdg`` (last copy), or -1."""
+    for d in event[i].daughterList():
+        if event[d].id() == pdg:
+            return event[d].iBotCopyId()
+    return -1
+
+
+def _chain_tau(event, chain: tuple[int, ...]) -> int:
+    """The tau at the end of one decay chain (e.g. t -> W+ -> tau+), or -1."""
+    i = _find_resonance(event, chain[0])
+    for pdg in chain[1:]:
+        if i < 0:
+            return -1
+        i = _daughter(event, i, pdg)
+    if i < 0:
+        return -1
+    for d in event[i].daughterList():
+        if event[d].idAbs() == _TAU:
+            return d
+    return -1
+
+
+def find_taus(event, spec: ChunkSpec) -> tuple[int, int] | None:
+    """Entries of the two hard-process taus (first copies), as the process data says, or None."""
+    if spec.tau_chains is None:
+        i_res = _find_resonance(event, spec.resonance)
+        if i_res < 0:
+            return None
+        res = event[i_res]
+        d1, d2 = res.daughter1(), res.daughter2()
+        if d2 != d1 + 1 or event[d1].idAbs() != _TAU or event[d2].idAbs() != _TAU:
+            return None
+        return d1, d2
+    d1, d2 = (_chain_tau(event, c) for c in spec.tau_chains)
+    return None if d1 < 0 or d2 < 0 else (d1, d2)
 
 
 def _tau_products(event, i_tau: int):
@@ -164,15 +206,12 @@ def generate_chunk(spec: ChunkSpec) -> ChunkTruth:
                 raise GenerationError(f"Pythia next() failed {failed_next} times; cut flow {flow}")
             continue
         flow["tried"] += 1
-        i_res = _find_resonance(event, spec.resonance)
-        if i_res < 0:
+        taus = find_taus(event, spec)
+        if taus is None:
             continue
-        res = event[i_res]
-        d1, d2 = res.daughter1(), res.daughter2()
-        if d2 != d1 + 1 or event[d1].idAbs() != _TAU or event[d2].idAbs() != _TAU:
-            continue
+        d1, d2 = taus
         prod1, prod2 = _tau_products(event, d1), _tau_products(event, d2)
-        if prod1 is None or prod2 is None:
+        if prod1 is None or prod2 is None or prod1[0] == prod2[0]:
             continue
         # tau+ is PDG -15; order the pair as (tau+, tau-)
         plus, minus = (prod1, prod2) if prod1[0] == -_TAU else (prod2, prod1)

@@ -74,7 +74,8 @@ def plan_generation(study) -> GenerationPlan:
     seeds = pythia_seeds(seed, [(s, c) for s in samples for c in range(layout.n_chunks)])
     specs = tuple(
         ChunkSpec(sample=p.name, chunk=c, n_events=chunk_size, seed=seeds[(p.name, c)],
-                  settings=settings[p.name], resonance=p.resonance, cuts=cuts, max_tries_factor=max_tries_factor)
+                  settings=settings[p.name], resonance=p.resonance, cuts=cuts, max_tries_factor=max_tries_factor,
+                  tau_chains=p.tau_chains)
         for c in range(layout.n_chunks) for p in procs
     )
     return GenerationPlan(layout=layout, specs=specs, smearing=smear, seed=seed)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..schema import ConfigError
+from ..study.model import NETWORK_ESTIMATORS
 
 if TYPE_CHECKING:
     from .pipeline import StudyPlan
@@ -85,11 +86,11 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
         problems += p
         notes += n
 
-    kde = [k for k in plan.templates if k[0] == "nn"]
+    kde = sorted({k[0] for k in plan.templates if k[0] in NETWORK_ESTIMATORS})
     if kde and sizes["template"] < MIN_KDE_EVENTS:
         problems.append(f"generate.events.template = {study.generate.events['template']} gives "
-                        f"{sizes['template']} template event(s) per component, but the nn estimator's KDE "
-                        f"templates need at least {MIN_KDE_EVENTS}: raise generate.events.template")
+                        f"{sizes['template']} template event(s) per component, but the KDE templates need at "
+                        f"least {MIN_KDE_EVENTS} ({', '.join(kde)}): raise generate.events.template")
 
     pools = {c: sizes["test"] for c in study.components}
     p, n = toy_pool_problems(plan.cells, pools, zero=study.pair[0], one=study.pair[1], nuisances=study.nuisances,
@@ -98,9 +99,10 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
     notes += n
 
     per_task = min(study.toys.batch_size, study.toys.n_toys)
-    biggest = per_task * max(study.toys.n_events) * TOY_BYTES_PER_EVENT
+    n_max = max(c.n_events for c in plan.cells) if plan.cells else max(study.toys.n_events)
+    biggest = per_task * n_max * TOY_BYTES_PER_EVENT
     if biggest > TOY_TASK_NOTE_BYTES:
-        notes.append(f"a toy task at N = {max(study.toys.n_events)} holds about {biggest / 2**30:.1f} GiB "
+        notes.append(f"a toy task at N = {n_max} holds about {biggest / 2**30:.1f} GiB "
                      f"({per_task} toys, toys.batch_size = {study.toys.batch_size}); lower toys.batch_size if "
                      "workers have less memory")
 
@@ -111,23 +113,24 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
 
 
 def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.{}") -> tuple[list[str], list[str]]:
-    """Both components in the training and in the validation part of the seeded split.
+    """Every component in the training and in the validation part of the seeded split.
 
     ``field`` spells a classifier setting the way the user gives it (``"--set {}"`` on the CLI).
 
     The split is the one training will make (hpcmix.train.split.split_indices, same seed),
-    so the check is exact: early stopping and the validation ROC AUC need H and A events.
-    Parts of more than EXACT_SPLIT_ABOVE events are not shuffled here: one class alone
+    so the check is exact: early stopping and the validation ROC AUC need events of every class.
+    Parts of more than EXACT_SPLIT_ABOVE events are not shuffled here: one class missing
     there has a probability below 2^-63.
     """
     from ..train.split import split_indices, validation_size
 
     s, problems, notes = m.settings, [], []
-    n = 2 * n_train
-    zero, one = m.components
-    if n < 4:
+    K = len(m.components)
+    n = K * n_train
+    names = " and ".join(m.components)
+    if n_train < 2:
         return [f"{n_train} train event(s) per component cannot be split into training and validation "
-                f"events of both {zero} and {one}: raise generate.events.train to at least 2"], []
+                f"events of {names}: raise generate.events.train to at least 2"], []
     n_val = validation_size(n, s.validation_fraction)
     n_fit = n - n_val
     parts = ()
@@ -135,13 +138,14 @@ def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.
         train_idx, val_idx = split_indices(n, s.validation_fraction, s.seed)
         parts = (("validation", val_idx), ("training", train_idx))
     for part, idx in parts:
-        has_one = int(np.count_nonzero(idx >= n_train))  # labels: the first n_train events are `zero`
-        if has_one == 0 or has_one == idx.size:
-            holds = one if has_one else zero
+        # labels: the first n_train events are the first component, the next n_train the second, ...
+        missing = [c for k, c in enumerate(m.components)
+                   if not np.any((idx >= k * n_train) & (idx < (k + 1) * n_train))]
+        if missing:
             problems.append(
-                f"{field.format('validation_fraction')} = {s.validation_fraction} of 2 x {n_train} train events gives "
-                f"{idx.size} {part} event(s), all {holds} (split seed {s.seed}); training needs {zero} and {one} "
-                "events in both parts: raise generate.events.train, or move "
+                f"{field.format('validation_fraction')} = {s.validation_fraction} of {K} x {n_train} train events "
+                f"gives {idx.size} {part} event(s), none of {', '.join(missing)} (split seed {s.seed}); training "
+                f"needs {names} events in both parts: raise generate.events.train, or move "
                 f"{field.format('validation_fraction')} towards 0.5")
     if s.batch_size > n_fit:
         notes.append(f"{field.format('batch_size')} = {s.batch_size} exceeds the {n_fit} training events of model "

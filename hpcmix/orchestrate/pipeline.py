@@ -56,7 +56,7 @@ class StudyPlan:
         return {"generate": self.events_address,
                 "train": {k: m.address for k, m in {**self.models, **self.auc_models}.items()},
                 "templates": {"/".join(k): t.address for k, t in self.templates.items()},
-                "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_events),
+                "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_label),
                                    *(f"{k}={f}" for k, f in c.fractions)]): c.address for c in self.cells},
                 "results": os.path.basename(self.results).removesuffix(".zarr")}
 
@@ -83,10 +83,18 @@ class StudyPlan:
         """Core-hours and store size from the measured rates in the study's ``estimates``."""
         g, est = self.generation, self.study.estimates
         n_selected = g.layout.n_events * len(g.layout.samples)
-        gen = n_selected / est["selection_efficiency"] / est["tried_events_per_core_second"][g.layout.settings["profile"]]
+        settings = g.layout.settings
+        gen = 0.0
+        for p in g.layout.samples:
+            # a process's own efficiency and rate where the estimates give them (backgrounds pass far less)
+            own = (est.get("processes") or {}).get(p) or {}
+            profile = settings["processes"][p].get("profile") or settings["profile"]
+            rate = (own.get("tried_events_per_core_second") or {}).get(profile) \
+                or est["tried_events_per_core_second"][profile]
+            gen += g.layout.n_events / own.get("selection_efficiency", est["selection_efficiency"]) / rate
         start, stop = g.layout.split_ranges()["train"]
         models = list(self.models.values()) + list(self.auc_models.values())
-        train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(g.layout.samples)
+        train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(m.components)
                     * (1 - m.settings.validation_fraction) for m in models) / est["training_samples_per_core_second"]
         # a cell with nuisances fits its toys once per treatment
         toys = (self.study.toys.n_toys * sum(c.n_events * max(1, len(c.treatments)) for c in self.cells)
@@ -228,7 +236,7 @@ def run_toys(cells, executor, *, progress: bool) -> tuple[int, tuple[str, ...]]:
 
 def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome:
     from ..generate.run import run_generation
-    from ..results.aggregate import aggregate_toys, auc_table
+    from ..results.aggregate import aggregate_toys, auc_table, network_table
     from ..results.report import write_report
 
     study, seconds, skipped, notes, slurm_jobs = plan.study, {}, {}, [], {}
@@ -279,6 +287,11 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
             with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
                 f.write(auc + "\n")
             table = table + "\n\n" + auc
+        networks = network_table({k: records[k] for k in plan.models}, trecords) if study.nuisances else ""
+        if networks:
+            with open(os.path.join(plan.report, "networks.md"), "w") as f:
+                f.write(networks + "\n")
+            table = table + "\n\n" + networks
     training = {k: records[k] for k in plan.models}
     slurm_jobs["train"] = tuple(sorted({r["info"]["worker"]["slurm_job_id"] for r in training.values()
                                         if r["info"]["worker"].get("slurm_job_id")}))

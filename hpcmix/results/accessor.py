@@ -160,6 +160,7 @@ class MixtureAccessor:
                 flat = ds["flat"].values.sum(axis=-1) / filled.sum(axis=-1)
             out["flat_fraction"] = (dims, flat, _FLAT_ATTRS)
         out.attrs["source"] = ds.attrs.get("title", "hpcmix results")
+        out.attrs["n_events_of"] = "signal" if "events_per_toy" in ds else "all"
         return out
 
     def table(self, *, n_events=None, width: str = "gauss_sigma", summary: xr.Dataset | None = None) -> str:
@@ -208,7 +209,7 @@ class MixtureAccessor:
                 c = s.sel(alpha=a, method="nearest").sel(n_events=n).sel(others)
                 head = ["estimator, smearing, treatment"] + [f"{comp} = {v:g}" for v in c[dim].values]
                 lines = [f"sigma of alpha_hat (Gaussian-fit width) [Cramer-Rao bound] against the {comp} fraction, "
-                         f"alpha = {float(c['alpha']):g}, N = {int(n)}"
+                         f"alpha = {float(c['alpha']):g}, {n_text(s, n)}"
                          + (f" ({', '.join(f'{o} = {v:g}' for o, v in zip(rest, others.values()))})"
                             if others else ""),
                          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -230,6 +231,13 @@ class MixtureAccessor:
         return "\n\n".join(blocks)
 
 
+def n_text(ds: xr.Dataset, n) -> str:
+    """How a table or figure says the test-set size: N, or (toys.n_events_of: signal) the expected pair events."""
+    if ds.attrs.get("n_events_of") == "signal" or "events_per_toy" in ds:
+        return f"n = {int(n)} expected signal events (N = n / (1 - nuisance fractions))"
+    return f"N = {int(n)}"
+
+
 def _table_blocks(s: xr.Dataset, ns, width: str, label: str) -> str:
     """Table 1 blocks (one per N) of a summary over (estimator, smearing, alpha, n_events)."""
     blocks = []
@@ -238,7 +246,7 @@ def _table_blocks(s: xr.Dataset, ns, width: str, label: str) -> str:
         n_toys = int(np.nanmax(c["n_toys"].values)) if np.isfinite(c["n_toys"].values).any() else 0
         head = ["method, smearing"] + [f"alpha = {a:g}" for a in c["alpha"].values]
         lines = [f"Table 1 layout: mean ± {'Gaussian-fit width' if width == 'gauss_sigma' else 'std'} "
-                 f"of alpha_hat, {n_toys} test sets of N = {int(n)}" + (f" ({label})" if label else ""),
+                 f"of alpha_hat, {n_toys} test sets of {n_text(s, n)}" + (f" ({label})" if label else ""),
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in c["estimator"].values:
             for sm in c["smearing"].values:

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-ESTIMATOR_ORDER = ("phi_star", "nn")
+from ..study.model import ESTIMATORS as ESTIMATOR_ORDER
 SMEARING_ORDER = ("none", "detector")
 
 
@@ -43,6 +43,7 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
         ds = builder.to_dataset()
         ds.attrs["fit"] = ("unbinned ML of K fractions, p = sum_k f_k p_k; alpha = f_A / (f_A + f_H) with the "
                            "other fractions fixed, floated or constrained; p >= 0 on the template support")
+        ds = _events_per_toy(ds, cells)
         save_results(ds, path)
         return open_results(path), templates
     for c in cells:
@@ -72,6 +73,25 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
     return open_results(path), templates
 
 
+def _events_per_toy(ds, cells):
+    """toys.n_events_of = signal: n_events is the grid's n, and ``events_per_toy`` holds every cell's N."""
+    if not any(c.n_signal is not None for c in cells):
+        return ds
+    from .dataset import fraction_dim
+
+    names = [k for k, _ in cells[0].fractions]
+    dims = [fraction_dim(k) for k in names] + ["n_events"]
+    arr = np.zeros([ds.sizes[d] for d in dims], dtype=np.int64)
+    for c in cells:
+        at = [int(np.flatnonzero(np.isclose(ds[fraction_dim(k)].values, f))[0]) for k, f in c.fractions]
+        arr[(*at, int(np.flatnonzero(ds["n_events"].values == c.n_label)[0]))] = c.n_events
+    ds["n_events"].attrs.update(long_name="expected events of the parameter-of-interest components per toy "
+                                          "(toys.n_events_of: signal)", units="events")
+    ds["events_per_toy"] = (dims, arr, {"long_name": "events per toy N = n_events / (1 - sum of nuisance fractions)",
+                                        "units": "events"})
+    return ds
+
+
 def _add_fraction_cells(builder, templates, cells) -> None:
     """Cells with nuisance components: every treatment's fits, the fitted nuisances, the nuisance-aware bound."""
     from ..store.artefacts import load_fraction_batch
@@ -82,22 +102,47 @@ def _add_fraction_cells(builder, templates, cells) -> None:
         truth = c.true_fractions(comps)
         f = np.array([truth[k] for k in comps])
         nuisance = {comps.index(k): k for k, _ in c.fractions}
-        widths = dict(c.widths)
         bounds = {}
         for treatment in c.treatments:
-            cons = treatment == "constrained"
-            bounds[treatment] = float(t.cramer_rao(
-                f, c.n_events, num=[1], den=[0, 1], treatment={i: treatment for i in nuisance},
-                widths={i: widths[k] for i, k in nuisance.items()} if cons else None).bound)
+            how, w = c.fit_treatment(treatment, comps)
+            bounds[treatment] = float(t.cramer_rao(f, c.n_events, num=[1], den=[0, 1], treatment=how,
+                                                   widths=w or None).bound)
         offset = 0
         for b, n in enumerate(c.batches):
             batch = load_fraction_batch(c.batch_file(b))
             for treatment in c.treatments:
                 fit = batch.fits[treatment]
-                builder.add(c.estimator, c.smearing, c.alpha, c.n_events, fit, offset=offset, draw=batch.draw,
+                builder.add(c.estimator, c.smearing, c.alpha, c.n_label, fit, offset=offset, draw=batch.draw,
                             cramer_rao=bounds[treatment], treatment=treatment, fractions=dict(c.fractions),
                             fraction_hat={k: fit.fractions[:, i] for i, k in nuisance.items()})
             offset += n
+
+
+def network_table(train: Mapping[str, Mapping], templates: Mapping[str, Mapping]) -> str:
+    """The study's networks (ROC AUC on the test split, per class against the reference for a K-class one)
+    and the closure of every calibrated ratio (nn_multiclass, nn_pairwise), from the stage records."""
+    if not train:
+        return ""
+    lines = ["Networks (ROC AUC on the test split; K-class: s_k / (s_k + s_ref) of each class against the first)",
+             "| network | classes | ROC AUC | epochs |", "|---|---|---|---|"]
+    for label, rec in train.items():
+        info, comps = rec["info"], rec["settings"]["components"]
+        per = info.get("roc_auc_vs_first")
+        auc = (", ".join(f"{k} vs {comps[0]}: {v:.4f}" for k, v in per.items()) if per
+               else f"{comps[1]} vs {comps[0]}: {info['roc_auc']:.4f}")
+        lines.append(f"| {label} | {', '.join(comps)} | {auc} | {info['epochs_run']} |")
+    ratio = {k: r for k, r in templates.items() if "closure" in r["info"]}
+    if ratio:
+        lines += ["", "Calibrated ratios r_k = p_k / p_ref on the test split (both means are 1 for a true ratio)",
+                  "| estimator, smearing | component | mean r_k on reference events | mean 1/r_k on component events |",
+                  "|---|---|---|---|"]
+        for rec in ratio.values():
+            where = f"{rec['settings']['estimator']}, {rec['settings']['smearing']}"
+            for k, c in rec["info"]["closure"].items():
+                lines.append(f"| {where} | {k} | {c['mean_r_on_reference']:.3f} ± {c['mean_r_on_reference_err']:.3f} "
+                             f"| {c['mean_inverse_r_on_component']:.3f} ± "
+                             f"{c['mean_inverse_r_on_component_err']:.3f} |")
+    return "\n".join(lines)
 
 
 def auc_table(records: Mapping[str, Mapping], *, smearing: str) -> str:

@@ -19,6 +19,7 @@ import xarray as xr
 from scipy import stats
 
 from . import accessor  # noqa: F401  (registers ds.mixture)
+from .accessor import n_text
 from .dataset import nuisance_components
 
 __all__ = ["write_report"]
@@ -125,7 +126,7 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
                 ax.plot([], [], " ", label=f"  fit {mu:.2f} ± {sig:.2f}")
         ax.set_xlabel("alpha_hat")
         ax.set_ylabel("test sets")
-        ax.set_title(f"{m}, {s}, N = {int(n)}{title}")
+        ax.set_title(f"{m}, {s}, {n_text(ds, n).split(' (')[0]}{title}")
         if drawn:
             ax.legend(fontsize=7)
         else:
@@ -215,7 +216,7 @@ def _fraction_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
             ax.set_ylim(0.7 * min(finite), min(1.5 * max(finite), 10 * max(top)))
         ax.set_xlabel(f"true {comp} fraction")
         ax.set_ylabel("sigma of alpha_hat (Gaussian-fit width)")
-        ax.set_title(f"alpha = {float(a):g}, N = {int(n)}"
+        ax.set_title(f"alpha = {float(a):g}, {n_text(ds, n).split(' (')[0]}"
                      + "".join(f", {k.removeprefix('fraction_')} = {v:g}" for k, v in others.items()))
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         p = os.path.join(out, f"sigma_vs_fraction_{_safe(comp)}_N{int(n)}.png")

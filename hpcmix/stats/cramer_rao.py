@@ -116,6 +116,26 @@ def fraction_fisher_information_on_grid(densities, x, f, *, free, reference, wei
     return np.einsum("...n,np,nq->...pq", wp, e, e)
 
 
+#: eigenvalues below this fraction of the largest count as zero: the fractions along them are not identified
+_SINGULAR = 1e-10
+
+
+def _quadratic_form_inverse(info, g) -> np.ndarray:
+    """g^T info^-1 g per cell, +inf where g has a part along a direction the information does not fix.
+
+    With more free fractions than the templates have independent shapes (e.g. two first-order
+    Fourier backgrounds beside the phi* pair: four densities in the span of 1, cos, sin) the
+    information matrix is singular; a plain solve would return round-off noise, even negative.
+    """
+    lam, vec = np.linalg.eigh(info)
+    proj = np.einsum("...pq,...p->...q", vec, g)          # g in the eigenbasis
+    null = lam <= _SINGULAR * np.maximum(lam[..., -1:], 0.0)
+    blind = np.any(null & (np.abs(proj) > 1e-9 * np.linalg.norm(g, axis=-1, keepdims=True)), axis=-1)
+    with np.errstate(divide="ignore"):
+        q = np.sum(np.where(null, 0.0, proj * proj / np.where(null, 1.0, lam)), axis=-1)
+    return np.where(blind, np.inf, q)
+
+
 @dataclass(frozen=True)
 class FractionBound:
     """Cramer-Rao bounds on the standard deviation of alpha_hat (arrays over the cells).
@@ -181,7 +201,6 @@ def fraction_cramer_rao_bound(densities, x, f, n_events, *, num, den, treatment=
             if k in wid:
                 info[..., p, p] += 1.0 / wid[k] ** 2
         g = np.stack([np.where(k in num, 1.0 / s, 0.0) + np.where(k in nuis, alpha / s, 0.0) for k in free], axis=-1)
-        sol = np.linalg.solve(info, g[..., None])[..., 0]
-        return np.sqrt(np.einsum("...p,...p->...", g, sol))
+        return _quadratic_form_inverse(info, g) ** 0.5
 
     return FractionBound(bound=bound(()), nuisance_fixed={k: bound((k,)) for k in nuis}, all_fixed=bound(tuple(nuis)))

@@ -64,6 +64,12 @@ kind ``kde_components`` (K components, x = y; ``hpcmix.stats.KDEComponents``): t
 same settings. Neither K kind stores positivity limits: with K > 2 they depend on the nuisance
 fractions (``fit_fractions`` gets them from ``support_nodes()``).
 
+kind ``ratio_components`` (K components, x = the K - 1 classifier outputs per event;
+``hpcmix.stats.RatioComponents``): ``nodes`` (n, K - 1, the template events' outputs, all
+components pooled), ``node_counts`` (K,), and per non-reference component k the arrays of kind
+``kde_components`` of its output's calibration as ``cal_<k>__<key>``; ``support``. settings: the
+KDE settings plus method (pairwise | multiclass), reference, ratio_clip.
+
 batch-NNNNN.npz (``TOY_BATCH_FORMAT`` = 1): one batch of fitted toys
 --------------------------------------------------------------------
 meta: format, kind ``"toy_batch"``, components, ``fit_fields`` (the per-toy array names),
@@ -154,7 +160,7 @@ _RERUN = {"templates": "rerun the templates stage (e.g. `hpcmix templates ...` o
           "fraction_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)"}
 _FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_pool": TEST_POOL_FORMAT,
             "fraction_batch": FRACTION_BATCH_FORMAT}
-_KINDS = {"templates": ("phi_star", "kde", "phi_star_components", "kde_components"), "toy_batch": ("toy_batch",),
+_KINDS = {"templates": ("phi_star", "kde", "phi_star_components", "kde_components", "ratio_components"), "toy_batch": ("toy_batch",),
           "test_pool": ("test_pool",), "fraction_batch": ("fraction_batch",)}
 _LABELS = {"templates": "templates", "toy_batch": "toy batch", "test_pool": "test pool",
            "fraction_batch": "fraction batch"}
@@ -226,7 +232,8 @@ class PoolDensities:
     density: Mapping[tuple[str, str], np.ndarray]    # (density of, events of) -> values
 
     def size(self, component: str) -> int:
-        return int(self.values[component].size)
+        """Test events of ``component`` (ratio templates store K - 1 values per event)."""
+        return int(self.values[component].shape[0])
 
 
 # --------------------------------------------------------------------------- writing
@@ -319,8 +326,9 @@ def save_templates(folder, templates, *, components=None) -> str:
 
 
 def _save_component_templates(folder, templates, components) -> str:
-    """``save_templates`` for K-component templates (kinds phi_star_components, kde_components)."""
+    """``save_templates`` for K-component templates (kinds phi_star_components, kde_components, ratio_components)."""
     from ..stats.components import KDEComponents, PhiStarComponents
+    from ..stats.ratios import RatioComponents
 
     names = _components(templates.components, two=False)
     if components is not None and tuple(components) != names:
@@ -337,9 +345,12 @@ def _save_component_templates(folder, templates, components) -> str:
     elif isinstance(templates, KDEComponents):
         grid_variable = "logit(y)" if templates.space == "logit" else "y"
         arrays = templates.to_arrays()
+    elif isinstance(templates, RatioComponents):
+        grid_variable = "classifier outputs"
+        arrays = templates.to_arrays()
     else:
-        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarComponents or "
-                        "KDEComponents among the K-component templates")
+        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarComponents, "
+                        "KDEComponents or RatioComponents among the K-component templates")
     arrays["support"] = np.asarray(templates.support, dtype=float)
     arrays["meta"] = _meta(templates.kind, TEMPLATES_FORMAT, names, densities={n: f"density_{n}" for n in names},
                            grid_variable=grid_variable, settings=dict(templates.settings), **more)
@@ -561,7 +572,7 @@ def load_templates(folder):
     from ..stats.templates import KDETemplates, PhiStarTemplates
 
     meta, arrays = _read(path, "templates")
-    if meta["kind"] in ("phi_star_components", "kde_components"):
+    if meta["kind"] in ("phi_star_components", "kde_components", "ratio_components"):
         return _load_component_templates(path, meta, arrays, PhiStarComponents, KDEComponents)
     h, a = meta["components"]
     try:
@@ -592,6 +603,10 @@ def _load_component_templates(path, meta, arrays, phi_cls, kde_cls):
             if list(meta["pair"]) != list(settings.get("pair", ())):
                 raise ValueError(f"meta pair {meta['pair']!r} differs from settings pair {settings.get('pair')!r}")
             return phi_cls.from_arrays(arrays, components=meta["components"], settings=settings)
+        if kind == "ratio_components":
+            from ..stats.ratios import RatioComponents
+
+            return RatioComponents.from_arrays(arrays, components=meta["components"], settings=settings)
         return kde_cls.from_arrays(arrays, components=meta["components"], settings=settings)
     except KeyError as err:
         raise ArtefactFormatError(f"{path}: {err.args[0]!r} missing for {kind} templates "

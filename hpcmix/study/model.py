@@ -19,7 +19,11 @@ from ..train.settings import ClassifierSettings
 
 #: smearing variant name -> whether features are taken after detector smearing
 SMEARED = MappingProxyType({"none": False, "detector": True})
-ESTIMATORS = ("phi_star", "nn")
+ESTIMATORS = ("phi_star", "nn", "nn_multiclass", "nn_pairwise")
+#: estimators built from several classifiers' density ratios: they need nuisance components
+RATIO_ESTIMATORS = ("nn_multiclass", "nn_pairwise")
+#: estimators that use a trained network
+NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS
 SPLITS = ("train", "template", "test")
 
 
@@ -92,6 +96,8 @@ class TemplateSettings:
 
 #: how a nuisance fraction (a component outside the parameter of interest) enters the fit
 TREATMENTS = ("fixed", "floated", "constrained")
+#: what toys.n_events counts: every event of a test set, or the expected events of the pair
+N_EVENTS_OF = ("all", "signal")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,16 @@ class ToySettings:
     fractions: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: MappingProxyType({}))
     treatments: tuple[str, ...] = ()
     constraint_width: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    # "all": a test set has n_events events; "signal": n_events of the poi.among components expected
+    n_events_of: str = "all"
+    # nuisances that every fit treats one way, whatever the treatment (e.g. ttbar fixed: known well)
+    treatment_of: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def total_events(self, n_events: int, fractions: Mapping[str, float]) -> int:
+        """Events N of a test set at one grid point (``n_events_of``: signal scales n by 1 / (1 - sum f))."""
+        if self.n_events_of == "all":
+            return int(n_events)
+        return int(round(n_events / (1.0 - sum(fractions.values()))))
 
     @property
     def fraction_points(self) -> tuple[tuple[tuple[str, float], ...], ...]:
@@ -175,5 +191,5 @@ class Study:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["AUCStudy", "ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
+__all__ = ["AUCStudy", "ESTIMATORS", "N_EVENTS_OF", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
            "SmearingSettings", "Study", "TREATMENTS", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

@@ -19,7 +19,7 @@ import numpy as np
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
-from .model import (ESTIMATORS, SMEARED, SPLITS, TREATMENTS, AUCStudy, GenerateSettings, ParameterOfInterest,
+from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, AUCStudy, GenerateSettings, ParameterOfInterest,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
 COMMAND_LINE = "<command line>"
@@ -112,6 +112,11 @@ TOYS_FIELDS = {
                         f"a non-empty list from {list(TREATMENTS)} (how the fit treats nuisance fractions)"),
     "constraint_width": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) for k in v),
                               "a mapping component -> Gaussian constraint width (a number > 0)"),
+    "treatment_of": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and t in TREATMENTS for k, t in v.items()),
+                          f"a mapping nuisance component -> one of {list(TREATMENTS)} (its treatment in every fit)"),
+    "n_events_of": Field(lambda v: v in N_EVENTS_OF,
+                         f"one of {list(N_EVENTS_OF)} (all: N = n_events; signal: N = n_events / (1 - nuisance "
+                         "fractions))"),
 }
 AUC_STUDY_FIELDS = {
     "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
@@ -342,11 +347,24 @@ def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi
         raise ConfigError(f"{where}: 'toys.fractions' gives {inside}, but the components of the parameter of "
                           f"interest ({list(poi.among)}) share what the nuisances leave (by toys.alpha); give "
                           f"fractions only for {nuisances or 'the nuisance components (this study has none)'}")
+    own = dict(toys.get("treatment_of") or {})
+    bad_own = sorted(set(own) - set(nuisances))
+    if bad_own:
+        raise ConfigError(f"{where}: 'toys.treatment_of' names {bad_own}, which are not nuisance components of "
+                          f"the study; nuisances: {nuisances}")
     bad_widths = sorted(set(widths) - set(nuisances))
     if bad_widths:
         raise ConfigError(f"{where}: 'toys.constraint_width' names {bad_widths}, which are not nuisance "
                           f"components of the study; nuisances: {nuisances}")
+    ratio = [e for e in toys.get("estimators") or () if e in RATIO_ESTIMATORS]
     if not nuisances:
+        if ratio:
+            raise ConfigError(f"{where}: estimator(s) {ratio} fit density ratios of the nuisance components to the "
+                              f"reference; this study has only {list(components)} (for two components they are "
+                              "the nn estimator): add background components or use nn")
+        if toys.get("n_events_of", "all") != "all":
+            raise ConfigError(f"{where}: 'toys.n_events_of: signal' scales N by the nuisance fractions; this study "
+                              "has no nuisance components (use all)")
         return {}
     missing = [c for c in nuisances if c not in grid]
     if missing:
@@ -370,18 +388,20 @@ def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi
                           f"{ {c: max(v) for c, v in grid.items()} } the nuisance fractions sum to {worst:g} >= 1; "
                           f"keep their largest values summing below 1")
     treatments = tuple(toys.get("treatments") or ("fixed", "floated"))
-    if "constrained" in treatments:
-        need = [c for c in nuisances if c not in widths]
+    if "constrained" in treatments or "constrained" in own.values():
+        need = [c for c in nuisances if c not in widths
+                and own.get(c, "constrained" if "constrained" in treatments else None) == "constrained"]
         if need:
-            raise ConfigError(f"{where}: 'toys.treatments' includes constrained, so every nuisance needs a "
-                              f"constraint width: give toys.constraint_width.{need[0]} (e.g. 0.05, the error a "
-                              "control region would give)")
+            raise ConfigError(f"{where}: 'toys.treatments' (or toys.treatment_of) makes {need[0]} constrained, so it "
+                              f"needs a constraint width: give toys.constraint_width.{need[0]} (e.g. 0.05, the error "
+                              "a control region would give)")
     for c, w in widths.items():
         if not (_is_number(w) and w > 0 and w < float("inf")):
             raise ConfigError(f"{where}: field 'toys.constraint_width.{c}' has value {w!r}; expected a number > 0 "
                               "(the width of the Gaussian constraint on the fraction)")
     return {"fractions": frozen_view(grid), "treatments": treatments,
-            "constraint_width": frozen_view({c: float(widths[c]) for c in nuisances if c in widths})}
+            "constraint_width": frozen_view({c: float(widths[c]) for c in nuisances if c in widths}),
+            "n_events_of": toys.get("n_events_of", "all"), "treatment_of": frozen_view(own)}
 
 
 def _selection_keys() -> tuple[str, ...]:

@@ -1,7 +1,8 @@
-"""Train the H-vs-A classifier from feature arrays; write and reload its artefacts.
+"""Train the H-vs-A classifier (or a K-class one) from feature arrays; write and reload its artefacts.
 
 ``train_classifier(x, y, feature_names=..., out_dir=...)`` takes float32
-features ``(n_events, n_features)`` and labels (0 = H, 1 = A), holds out the
+features ``(n_events, n_features)`` and labels (0 = H, 1 = A; 0..K-1 for the
+``class_names`` of a K-class network), holds out the
 last ``validation_fraction`` of a seeded shuffle for validation, standardises
 with statistics of the training part only, trains with ReduceLROnPlateau and
 EarlyStopping (best weights restored), and writes to ``out_dir``:
@@ -12,7 +13,8 @@ EarlyStopping (best weights restored), and writes to ``out_dir``:
 - ``metrics.json``: ROC AUC on held-out events, sizes, device, epochs, samples/s, settings.
 
 ``predict(out_dir, x)`` / ``load_classifier(out_dir).predict(x)`` give the
-probability of A, in batches, from raw (unstandardised) features.
+probability of A (class 1), in batches, from raw (unstandardised) features;
+``Classifier.predict_proba(x)`` gives every class's (n_events, K).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import keras
 import numpy as np
 
 from .device import Device, detect_device
-from .metrics import roc_auc
+from .metrics import pair_score, roc_auc
 from .model import build_model
 from .settings import ClassifierSettings
 from .split import split_indices
@@ -52,7 +54,7 @@ class TrainingResult:
     standardiser_path: str
     history_path: str
     metrics_path: str
-    roc_auc: float  # on x_test/y_test when given, else on the validation events
+    roc_auc: float  # on x_test/y_test when given, else on the validation events (K > 2: class 1 vs class 0)
     roc_auc_sample: str  # "test" or "validation"
     roc_auc_validation: float
     n_train: int
@@ -63,6 +65,8 @@ class TrainingResult:
     best_epoch: int  # 1-based epoch whose weights were kept (lowest val_loss)
     samples_per_second: float  # training samples per second, first epoch excluded when >1
     train_seconds: float
+    # K > 2: {class k: ROC AUC of s_k / (s_k + s_0) between classes k and 0}, on the roc_auc_sample
+    roc_auc_vs_first: dict | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -120,7 +124,7 @@ def make_callbacks(settings: ClassifierSettings, *, verbose: int = 0) -> list[ke
 # ---------------------------------------------------------------------------
 # input checks and the split
 # ---------------------------------------------------------------------------
-def _check_inputs(x, y, feature_names) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _check_inputs(x, y, feature_names, class_names=("H", "A")) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if not hasattr(x, "shape") or len(x.shape) != 2:
         raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
     y = np.asarray(y).reshape(-1)
@@ -131,11 +135,27 @@ def _check_inputs(x, y, feature_names) -> tuple[np.ndarray, np.ndarray, tuple[st
     if len(names) != x.shape[1]:
         raise ValueError(f"x has {x.shape[1]} features but {len(names)} feature names were given")
     labels = np.unique(y)
-    if not np.all(np.isin(labels, (0, 1))):
-        raise ValueError(f"labels must be 0 (H) or 1 (A), got {labels[:10]}")
-    if labels.size < 2:
-        raise ValueError("the training set must hold both H (0) and A (1) events")
+    K = len(class_names)
+    classes = [f"{k} ({c})" for k, c in enumerate(class_names)]
+    if not np.all(np.isin(labels, np.arange(K))):
+        raise ValueError(f"labels must be {' or '.join(classes)}, got {labels[:10]}")
+    if labels.size < K:
+        raise ValueError(f"the training set must hold events of every class, {' and '.join(classes)}; "
+                         f"got labels {labels.tolist()}")
     return x, y.astype(np.int32), names
+
+
+def _aucs(y, proba) -> tuple[float, dict | None]:
+    """ROC AUC of class 1 vs 0 (P(1) for two classes, s_1 / (s_1 + s_0) for K), and of every class vs 0."""
+    K = proba.shape[1]
+    if K == 2:
+        return roc_auc(y, proba[:, 1]), None
+    per = {}
+    for k in range(1, K):
+        keep = (y == 0) | (y == k)
+        per[k] = roc_auc((y[keep] == k).astype(np.int8), pair_score(proba[keep], k, 0))
+    return per[1], per
+
 
 
 # ---------------------------------------------------------------------------
@@ -151,8 +171,11 @@ def train_classifier(
     x_test: np.ndarray | None = None,
     y_test: np.ndarray | None = None,
     progress: bool = True,
+    class_names: Sequence[str] = ("H", "A"),
 ) -> TrainingResult:
     """Train the classifier on ``x`` (n_events, n_features), labels ``y`` (0 = H, 1 = A).
+
+    ``class_names``: one name per label (len K >= 2: a K-way softmax); the default is the paper's pair.
 
     ``settings`` is the study's (``Study.classifier``, seed filled in).  The ROC
     AUC in ``metrics.json`` is computed on ``x_test``/``y_test`` when given
@@ -163,7 +186,10 @@ def train_classifier(
     if settings.seed is None:
         raise ValueError("settings.seed is None: give the classifier a seed (a study fills in its own), "
                          "e.g. settings.replace(seed=1)")
-    x, y, names = _check_inputs(x, y, feature_names)
+    class_names = tuple(str(c) for c in class_names)
+    if len(class_names) < 2 or len(set(class_names)) != len(class_names):
+        raise ValueError(f"class_names must be at least two distinct names, got {list(class_names)}")
+    x, y, names = _check_inputs(x, y, feature_names, class_names)
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
     out_dir = os.fspath(out_dir)
@@ -185,7 +211,7 @@ def train_classifier(
     standardiser.transform(x_train, out=x_train)
     standardiser.transform(x_val, out=x_val)
 
-    model = build_model(len(names), settings)
+    model = build_model(len(names), settings, n_classes=len(class_names))
     timer = EpochTimer()
     callbacks = make_callbacks(settings, verbose=1 if progress else 0) + [timer]
     t0 = time.perf_counter()
@@ -211,16 +237,16 @@ def train_classifier(
 
     with device.scope():
         p_val = _predict_standardised(model, x_val, settings.predict_batch_size)
-    auc_val = roc_auc(y_val, p_val)
+    auc_val, per_val = _aucs(y_val, p_val)
     n_test = 0
     if x_test is not None:
-        x_test, y_test, _ = _check_inputs(x_test, y_test, names)
+        x_test, y_test, _ = _check_inputs(x_test, y_test, names, class_names)
         n_test = int(len(y_test))
         with device.scope():
             p_test = _predict_raw(model, standardiser, x_test, settings.predict_batch_size)
-        auc, auc_sample = roc_auc(y_test, p_test), "test"
+        (auc, per), auc_sample = _aucs(y_test, p_test), "test"
     else:
-        auc, auc_sample = auc_val, "validation"
+        auc, per, auc_sample = auc_val, per_val, "validation"
     _say(
         progress,
         f"hpcmix.train: {epochs_run} epochs (best {best_epoch}) on {device.label}, "
@@ -246,12 +272,14 @@ def train_classifier(
         best_epoch=best_epoch,
         samples_per_second=samples_per_second,
         train_seconds=float(train_seconds),
+        roc_auc_vs_first=None if per is None else {class_names[k]: float(v) for k, v in per.items()},
     )
     metrics_path = _write_json(
         os.path.join(out_dir, METRICS_FILE),
         {
             **result_fields,
-            "n_train_by_class": {"H": int((y_train == 0).sum()), "A": int((y_train == 1).sum())},
+            "n_train_by_class": {c: int((y_train == k).sum()) for k, c in enumerate(class_names)},
+            "class_names": list(class_names),
             "feature_names": list(names),
             "constant_features": list(standardiser.constant),
             "settings": settings.to_dict(),
@@ -284,12 +312,20 @@ class Classifier:
     def feature_names(self) -> tuple[str, ...]:
         return self.standardiser.names
 
-    def predict(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
-        """Probability of A (float32, shape (n_events,)) for raw features ``x``."""
+    @property
+    def n_classes(self) -> int:
+        return int(self.model.outputs[0].shape[-1])
+
+    def predict_proba(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
+        """Every class's probability (float32, shape (n_events, K)) for raw features ``x``."""
         self.standardiser.check_names(feature_names)
         if not hasattr(x, "shape") or len(x.shape) != 2:
             raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
         return _predict_raw(self.model, self.standardiser, x, self.batch_size)
+
+    def predict(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
+        """Probability of A (class 1; float32, shape (n_events,)) for raw features ``x``."""
+        return self.predict_proba(x, feature_names=feature_names)[:, 1]
 
 
 def load_classifier(model_dir: str | os.PathLike, *, batch_size: int | None = None) -> Classifier:
@@ -318,18 +354,19 @@ def predict(
 
 
 def _predict_standardised(model: keras.Model, z: np.ndarray, batch_size: int) -> np.ndarray:
-    out = np.empty(z.shape[0], dtype=np.float32)
+    """(n_events, K) class probabilities of standardised features."""
+    out = np.empty((z.shape[0], int(model.outputs[0].shape[-1])), dtype=np.float32)
     for start in range(0, z.shape[0], batch_size):
         chunk = z[start : start + batch_size]
         p = model.predict_on_batch(chunk)
-        out[start : start + len(chunk)] = np.asarray(p)[:, 1]
+        out[start : start + len(chunk)] = np.asarray(p)
     return out
 
 
 def _predict_raw(model: keras.Model, standardiser: Standardiser, x, batch_size: int) -> np.ndarray:
-    """Standardise ``x`` in row blocks (bounded memory) and predict each block."""
+    """Standardise ``x`` in row blocks (bounded memory) and predict each block: (n_events, K)."""
     n = x.shape[0]
-    out = np.empty(n, dtype=np.float32)
+    out = np.empty((n, int(model.outputs[0].shape[-1])), dtype=np.float32)
     block = max(batch_size, CHUNK_ROWS)
     for start in range(0, n, block):
         z = standardiser.transform(np.asarray(x[start : start + block]))

@@ -32,3 +32,14 @@ def roc_auc(y_true: np.ndarray, score: np.ndarray) -> float:
     ranks = rankdata(s, method="average")
     r1 = ranks[pos].sum()
     return float((r1 - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def pair_score(proba: np.ndarray, k: int, ref: int) -> np.ndarray:
+    """s_k / (s_k + s_ref) of K-class probabilities (n, K), in float64.
+
+    Monotonic in s_k / s_ref, which estimates the k-vs-ref density ratio (paper eq. 9-10):
+    the multiclass network's output for component k against the reference.
+    """
+    proba = np.asarray(proba)
+    num = proba[:, k].astype(np.float64)
+    return num / np.maximum(num + proba[:, ref], np.finfo(np.float64).tiny)

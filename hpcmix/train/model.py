@@ -10,7 +10,9 @@ read, as in the reference, to include a BatchNormalization between the output
 Dense(2) and the softmax (``output_batch_norm``, default on).
 
 The output is a 2-way softmax (column 0: H, column 1: A) trained with sparse
-categorical cross-entropy on integer labels (0 = H, 1 = A) with Adam.
+categorical cross-entropy on integer labels (0 = H, 1 = A) with Adam. With
+``n_classes = K`` the same network ends in a K-way softmax (one output per
+mixture component: the multiclass estimator of the background studies).
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def _activation(settings: ClassifierSettings, index: int) -> keras.layers.Layer:
     return keras.layers.Activation(settings.activation, name=f"{settings.activation}_{index}")
 
 
-def build_model(n_inputs: int, settings: ClassifierSettings | None = None) -> keras.Model:
-    """The compiled classifier for ``n_inputs`` standardised features.
+def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_classes: int = N_CLASSES
+                ) -> keras.Model:
+    """The compiled classifier for ``n_inputs`` standardised features and ``n_classes`` outputs.
 
     ``settings`` ``None`` means ``ClassifierSettings()`` (the paper's
     network).  Layers are named ``dense_<i>``, ``batch_norm_<i>``,
@@ -60,6 +63,8 @@ def build_model(n_inputs: int, settings: ClassifierSettings | None = None) -> ke
     if isinstance(n_inputs, bool) or int(n_inputs) != n_inputs or n_inputs < 1:
         raise ValueError(f"n_inputs must be a positive integer, got {n_inputs!r}")
     n_inputs = int(n_inputs)
+    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
     seed = settings.seed
 
     inputs = keras.Input(shape=(n_inputs,), name=INPUT_NAME, dtype="float32")
@@ -79,7 +84,7 @@ def build_model(n_inputs: int, settings: ClassifierSettings | None = None) -> ke
             )(h)
     n_hidden = len(settings.hidden_layers)
     h = keras.layers.Dense(
-        N_CLASSES,
+        int(n_classes),
         kernel_initializer=_initializer(settings.initializer, seed, n_hidden),
         name="dense_out",
     )(h)

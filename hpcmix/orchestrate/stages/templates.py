@@ -4,6 +4,10 @@ phi_star: the analytic model c +- a cos(phi*), a fitted on the labelled train sp
 than two components, each nuisance a first-order Fourier series fitted to its train events).
 nn: KDEs of the network output on the template split (events the network did not train on),
 one per component (the network separates the pair; every component gets a template of its output).
+nn_multiclass / nn_pairwise (nuisance components only): per non-reference component k an output
+y_k (s_k / (s_k + s_ref) of the K-class network, or P(k) of the k-vs-reference network), calibrated
+into a density ratio by KDEs of y_k on the template split (hpcmix.stats.RatioComponents); the
+closure of every ratio on the test split goes into the record.
 The folder holds ``templates.npz`` and ``test_pool.npz`` (versioned npz, hpcmix.store.artefacts).
 """
 
@@ -11,11 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ...study.model import SMEARED, Study, TemplateSettings
+from ...study.model import ESTIMATORS, NETWORK_ESTIMATORS, RATIO_ESTIMATORS, SMEARED, Study, TemplateSettings
+from ...train.metrics import pair_score as _pair_score
 from ..executor import Task
 from ..record import StageRecord, address
 
@@ -35,9 +40,18 @@ class Templates:
     folder: str
     address: str
     events: str                      # event store address
-    model: str | None                # model address (nn)
+    model: str | None                # model address (nn, nn_multiclass; nn_pairwise: the pair classifier)
     model_folder: str | None
     predict_batch_size: int = 65536
+    # nn_pairwise: ((nuisance, model address, model folder), ...): each nuisance against the reference
+    pairwise: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def inputs(self) -> dict:
+        inputs = {"events": self.events, "model": self.model}
+        if self.pairwise:
+            inputs["pairwise_models"] = {k: a for k, a, _ in self.pairwise}
+        return inputs
 
     def slice(self) -> dict:
         return {"estimator": self.estimator, "smearing": self.smearing, "components": list(self.components),
@@ -48,28 +62,37 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
     """The template settings an estimator uses (so a KDE setting never reruns the phi* templates)."""
     if estimator == "phi_star":
         return {}        # closed-form model: no template settings (positivity_grid is for analytic templates)
-    if estimator == "nn":
+    if estimator in NETWORK_ESTIMATORS:
         return {k: v for k, v in asdict(settings).items() if k != "positivity_grid"}
-    raise ValueError(f"unknown estimator {estimator!r}; allowed: phi_star, nn")
+    raise ValueError(f"unknown estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
 def item(study: Study, *, estimator: str, smearing: str, events: str, model_address: str | None = None,
-         model_folder: str | None = None, root: str | None = None, folder: str | None = None) -> Templates:
-    """The templates item; the model (nn: its address and folder) is an input like the event store."""
+         model_folder: str | None = None, root: str | None = None, folder: str | None = None,
+         pairwise: Sequence[tuple[str, str, str]] = ()) -> Templates:
+    """The templates item; the models (their addresses and folders) are inputs like the event store."""
     settings = estimator_settings(estimator, study.templates)
     components = study.fit_components   # the pair for two components: their addresses are unchanged
     slice_ = {"estimator": estimator, "smearing": smearing, "components": list(components), "templates": settings}
-    addr = address(NAME, VERSION, slice_, {"events": events, "model": model_address})
-    return Templates(estimator=estimator, smearing=smearing, components=components, settings=settings,
-                     folder=folder or os.path.join(root, addr), address=addr, events=events, model=model_address,
-                     model_folder=model_folder, predict_batch_size=study.classifier.predict_batch_size)
+    t = Templates(estimator=estimator, smearing=smearing, components=components, settings=settings, folder="",
+                  address="", events=events, model=model_address, model_folder=model_folder,
+                  predict_batch_size=study.classifier.predict_batch_size, pairwise=tuple(pairwise))
+    addr = address(NAME, VERSION, slice_, t.inputs)
+    return replace(t, folder=folder or os.path.join(root, addr), address=addr)
 
 
 def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) -> dict[tuple[str, str], Templates]:
-    """One item per (estimator, smearing variant); ``models``: the train stage's Model per variant."""
+    """One item per (estimator, smearing variant); ``models``: the train stage's Models by label."""
+    from .train import multiclass_label, pairwise_label
+
     def one(est, sm):
-        m = models[sm] if est == "nn" else None
-        return item(study, estimator=est, smearing=sm, events=events, root=root,
+        m = {"nn": models.get(sm), "nn_pairwise": models.get(sm),
+             "nn_multiclass": models.get(multiclass_label(sm))}.get(est)
+        pairwise = ()
+        if est == "nn_pairwise":
+            pairwise = tuple((k, models[pairwise_label(k, sm)].address, models[pairwise_label(k, sm)].folder)
+                             for k in study.nuisances)
+        return item(study, estimator=est, smearing=sm, events=events, root=root, pairwise=pairwise,
                     model_address=m.address if m else None, model_folder=m.folder if m else None)
 
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
@@ -80,13 +103,50 @@ def tasks(items: Sequence[Templates], store_path: str) -> list[Task]:
 
 
 def _values(store, t: Templates, split: str, clf=None) -> list[np.ndarray]:
-    """Per-event values the estimator fits (phi*, or the network output), per component."""
+    """Per-event values the estimator fits, per component: phi*, the network output, or (ratio
+    estimators) the K - 1 outputs y_k, one column per non-reference component."""
     smeared = SMEARED[t.smearing]
     if t.estimator == "phi_star":
         return [store.features(c, split, smeared=smeared, names=["phi_star"])[:, 0].astype(float)
                 for c in t.components]
-    names = list(clf.feature_names)
-    return [clf.predict(store.features(c, split, smeared=smeared, names=names)).astype(float) for c in t.components]
+    if t.estimator == "nn":
+        names = list(clf.feature_names)
+        return [clf.predict(store.features(c, split, smeared=smeared, names=names)).astype(float)
+                for c in t.components]
+    names = _common_inputs(clf)
+    out = []
+    for c in t.components:
+        x = store.features(c, split, smeared=smeared, names=names)
+        if t.estimator == "nn_multiclass":
+            proba = clf.predict_proba(x)
+            out.append(np.stack([_pair_score(proba, k, 0) for k in range(1, len(t.components))], axis=-1))
+        else:   # nn_pairwise: clf is {component: classifier of it against the reference}
+            out.append(np.stack([clf[k].predict(x).astype(float) for k in t.components[1:]], axis=-1))
+    return out
+
+
+def _common_inputs(clf) -> list[str]:
+    """The network inputs of a classifier, or of all the pairwise ones (the train stage gives them the same)."""
+    if not isinstance(clf, Mapping):
+        return list(clf.feature_names)
+    names = {tuple(c.feature_names) for c in clf.values()}
+    if len(names) != 1:
+        raise ValueError(f"the pairwise classifiers were trained on different inputs {sorted(names)}; retrain them")
+    return list(names.pop())
+
+
+def _classifiers(t: Templates):
+    from ...train.fit import load_classifier
+
+    if t.estimator == "nn_pairwise":
+        clf = {t.components[1]: load_classifier(t.model_folder, batch_size=t.predict_batch_size)}
+        clf.update({k: load_classifier(folder, batch_size=t.predict_batch_size) for k, _, folder in t.pairwise})
+        return clf
+    clf = load_classifier(t.model_folder, batch_size=t.predict_batch_size)
+    if t.estimator == "nn_multiclass" and clf.n_classes != len(t.components):
+        raise ValueError(f"the multiclass network in {t.model_folder} has {clf.n_classes} outputs for "
+                         f"{len(t.components)} components; retrain it")
+    return clf
 
 
 def build(store, t: Templates):
@@ -102,12 +162,15 @@ def build(store, t: Templates):
         v0, v1 = values
         return fit_phi_star_templates(np.concatenate([v0, v1]),
                                       np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)]), None
-    from ...train.fit import load_classifier
-
-    clf = load_classifier(t.model_folder, batch_size=t.predict_batch_size)
+    clf = _classifiers(t)
     values = _values(store, t, "template", clf)
     s = dict(t.settings)
     s["clip"] = s.pop("logit_clip")
+    if t.estimator in RATIO_ESTIMATORS:
+        from ...stats.ratios import RatioComponents
+
+        method = "multiclass" if t.estimator == "nn_multiclass" else "pairwise"
+        return RatioComponents(dict(zip(t.components, values)), method=method, **s), clf
     if many:
         return KDEComponents(dict(zip(t.components, values)), **s), clf
     v0, v1 = values
@@ -128,6 +191,9 @@ def templates_task(t: Templates, store_path: str) -> dict:
     if len(t.components) > 2:
         # the limits of alpha depend on the nuisance fractions: the fit takes the support nodes
         info = {**templates.info(), "support_nodes": int(templates.support_nodes().shape[0])}
+        if t.estimator in RATIO_ESTIMATORS:
+            # held-out events: the mean of r_k over reference events and of 1 / r_k over k events are 1
+            info["closure"] = templates.closure(dict(zip(t.components, test)))
     else:
         if t.estimator == "phi_star":
             info = {"a": templates.a, "a_err": templates.a_err, "c": templates.c}
@@ -139,6 +205,8 @@ def templates_task(t: Templates, store_path: str) -> dict:
     paths = {"events": os.path.abspath(store_path)}
     if t.model_folder:
         paths["model"] = os.path.abspath(t.model_folder)
+    if t.pairwise:
+        paths["pairwise_models"] = {k: os.path.abspath(folder) for k, _, folder in t.pairwise}
     rec = StageRecord(stage=NAME, address=t.address, version=VERSION, settings=t.slice(),
-                      inputs={"events": t.events, "model": t.model}, paths=paths, info=info)
+                      inputs=t.inputs, paths=paths, info=info)
     return rec.write(t.folder).to_json()

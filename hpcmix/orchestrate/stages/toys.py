@@ -27,7 +27,7 @@ class Cell:
     estimator: str
     smearing: str
     alpha: float
-    n_events: int
+    n_events: int                 # N, the events of every test set of the cell
     template_dir: str
     folder: str
     batches: tuple[int, ...]      # toys per batch
@@ -37,6 +37,22 @@ class Cell:
     fractions: tuple[tuple[str, float], ...] = ()
     treatments: tuple[str, ...] = ()
     widths: tuple[tuple[str, float], ...] = ()
+    # toys.n_events_of = signal: the grid's n (expected events of the pair), N = n / (1 - sum of fractions)
+    n_signal: int | None = None
+    # toys.treatment_of: (component, treatment) of nuisances that every fit treats the same way
+    treatment_of: tuple[tuple[str, str], ...] = ()
+
+    def fit_treatment(self, treatment: str, components: Sequence[str]) -> tuple[dict, dict]:
+        """For one treatment of the cell: {component index: how the fit treats it} for every nuisance,
+        and {component index: constraint width} of the constrained ones."""
+        own, widths = dict(self.treatment_of), dict(self.widths)
+        how = {components.index(k): own.get(k, treatment) for k, _ in self.fractions}
+        return how, {i: widths[components[i]] for i, v in how.items() if v == "constrained"}
+
+    @property
+    def n_label(self) -> int:
+        """The cell's value of the results dimension n_events: toys.n_events as the job file gave it."""
+        return self.n_events if self.n_signal is None else self.n_signal
 
     @property
     def has_nuisances(self) -> bool:
@@ -58,24 +74,35 @@ class Cell:
 
 def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence[int], seed: int, root: str,
          fractions: Sequence[tuple[str, float]] = (), treatments: Sequence[str] = (),
-         widths: Mapping[str, float] | None = None) -> Cell:
+         widths: Mapping[str, float] | None = None, n_signal: int | None = None,
+         treatment_of: Mapping[str, str] | None = None) -> Cell:
+    """One cell; ``n_events`` is N, ``n_signal`` the grid's n when toys.n_events_of is signal."""
     slice_ = {"alpha": float(alpha), "n_events": int(n_events), "batches": list(batches), "seed": int(seed)}
+    if n_signal is not None:
+        slice_["n_signal"] = int(n_signal)
     fractions = tuple((str(c), float(f)) for c, f in fractions)
-    widths = tuple((c, float(w)) for c, w in (widths or {}).items() if "constrained" in treatments)
+    own = tuple((str(c), str(v)) for c, v in (treatment_of or {}).items())
+    constrained = "constrained" in treatments or "constrained" in dict(own).values()
+    widths = tuple((c, float(w)) for c, w in (widths or {}).items() if constrained)
     if fractions:  # K > 2 only, so two-component cells keep their addresses
         slice_.update({"fractions": dict(fractions), "treatments": list(treatments),
                        "constraint_width": dict(widths)})
+        if own:
+            slice_["treatment_of"] = dict(own)
     addr = address(NAME, VERSION, slice_, {"templates": templates.address})
     return Cell(templates.estimator, templates.smearing, float(alpha), int(n_events), templates.folder,
                 os.path.join(root, addr), tuple(batches), int(seed), addr, fractions,
-                tuple(treatments) if fractions else (), widths)
+                tuple(treatments) if fractions else (), widths, None if n_signal is None else int(n_signal),
+                own if fractions else ())
 
 
 def plan(study: Study, templates: dict, *, root: str) -> tuple[Cell, ...]:
     t = study.toys
     points = t.fraction_points if study.nuisances else ((),)
-    return tuple(cell(tp, alpha=a, n_events=n, batches=t.batch_sizes, seed=study.seed, root=root, fractions=point,
-                      treatments=t.treatments, widths=t.constraint_width)
+    signal = t.n_events_of == "signal"
+    return tuple(cell(tp, alpha=a, n_events=t.total_events(n, dict(point)), batches=t.batch_sizes, seed=study.seed,
+                      root=root, fractions=point, treatments=t.treatments, widths=t.constraint_width,
+                      n_signal=n if signal else None, treatment_of=t.treatment_of)
                  for tp in templates.values() for point in points for a in t.alpha for n in t.n_events)
 
 
@@ -130,18 +157,16 @@ def fraction_toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
                              n_events=c.n_events, n_toys=n_toys, rng=rng)
     densities = draw.gather_densities(pool.density, comps)
     f_true = np.array([truth[k] for k in comps])
-    nuisance = {comps.index(k): k for k, _ in c.fractions}
     widths = dict(c.widths)
     # a constraint is an auxiliary measurement: its centre scatters around the truth from toy to toy,
     # or the constrained fit would be handed the true fraction
     centres = {k: truth[k] + widths[k] * rng.standard_normal(n_toys) for k in widths}
     fits = {}
     for treatment in c.treatments:
-        cons = treatment == "constrained"
+        how, w = c.fit_treatment(treatment, comps)
         fits[treatment] = fit_fractions(
-            densities, num=[1], den=[0, 1], f_true=f_true, treatment={i: treatment for i in nuisance},
-            widths={i: widths[k] for i, k in nuisance.items()} if cons else None,
-            centres={i: centres[k] for i, k in nuisance.items()} if cons else None, support=support)
+            densities, num=[1], den=[0, 1], f_true=f_true, treatment=how, widths=w or None,
+            centres={i: centres[comps[i]] for i in w} or None, support=support)
     os.makedirs(c.folder, exist_ok=True)
     path = save_fraction_batch(c.batch_file(batch), fits, components=comps, uses={k: draw.uses[k] for k in comps},
                                max_uses=draw.max_uses, note=draw.note(), centres=centres)

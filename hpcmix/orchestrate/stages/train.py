@@ -1,4 +1,9 @@
-"""Train stage: one classifier per smearing variant (and per AUC-study input set) on the train split."""
+"""Train stage: the classifiers of the network estimators (and of the AUC study) on the train split.
+
+Per smearing variant: the paper's H-vs-A network (``nn``, and the pair classifier of ``nn_pairwise``:
+one model, one address), one binary network per nuisance against the reference component
+(``nn_pairwise``) and one K-class network (``nn_multiclass``). Each is one task on the training pool.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +27,12 @@ VERSION = 1
 class Model:
     """One classifier to train: where it goes and what its address covers."""
 
-    label: str                       # the smearing variant, or "auc:<input set>"
+    label: str                       # the smearing variant, "auc:<input set>", "multiclass:<smearing>"
+                                     # or "pairwise:<component>:<smearing>"
     smearing: str
     inputs: tuple[str, ...]
     settings: ClassifierSettings
-    components: tuple[str, str]      # (label 0, label 1)
+    components: tuple[str, ...]      # the class of each label: (label 0, label 1, ...)
     folder: str
     address: str
     events: str                      # the event store's address
@@ -37,21 +43,38 @@ class Model:
 
 
 def model(study: Study, *, label: str, smearing: str, inputs: Sequence[str], settings: ClassifierSettings,
-          events: str, root: str | None = None, folder: str | None = None) -> Model:
-    """The item for one classifier; its folder is ``root/<address>`` unless given."""
-    m = Model(label=label, smearing=smearing, inputs=tuple(inputs), settings=settings, components=study.pair,
-              folder="", address="", events=events)
+          events: str, root: str | None = None, folder: str | None = None,
+          components: Sequence[str] | None = None) -> Model:
+    """The item for one classifier (of ``components``, default the pair); its folder is ``root/<address>`` unless given."""
+    m = Model(label=label, smearing=smearing, inputs=tuple(inputs), settings=settings,
+              components=tuple(components or study.pair), folder="", address="", events=events)
     addr = address(NAME, VERSION, m.slice(), {"events": events})
     return Model(**{**m.__dict__, "address": addr, "folder": folder or os.path.join(root, addr)})
 
 
+def pairwise_label(component: str, smearing: str) -> str:
+    return f"pairwise:{component}:{smearing}"
+
+
+def multiclass_label(smearing: str) -> str:
+    return f"multiclass:{smearing}"
+
+
 def plan(study: Study, *, events: str, root: str) -> dict[str, Model]:
-    """The study's classifiers (one per smearing variant when the NN estimator is used) plus the AUC study's."""
+    """The network estimators' classifiers per smearing variant (see the module) plus the AUC study's."""
     models = {}
-    if "nn" in study.toys.estimators:
-        for sm in study.smearing.variants:
-            models[sm] = model(study, label=sm, smearing=sm, inputs=study.network_inputs,
-                               settings=study.classifier, events=events, root=root)
+    est = set(study.toys.estimators)
+    for sm in study.smearing.variants:
+        def one(label, components=None):
+            models[label] = model(study, label=label, smearing=sm, inputs=study.network_inputs,
+                                  settings=study.classifier, events=events, root=root, components=components)
+        if est & {"nn", "nn_pairwise"}:
+            one(sm)
+        if "nn_pairwise" in est:
+            for k in study.nuisances:   # k against the reference (the alpha = 0 component), label 1 = k
+                one(pairwise_label(k, sm), (study.pair[0], k))
+        if "nn_multiclass" in est:
+            one(multiclass_label(sm), study.fit_components)
     if study.auc_study is not None:
         a = study.auc_study
         for label, inputs in a.sets:
@@ -67,8 +90,14 @@ def tasks(models: Sequence[Model], store_path: str, *, progress: bool = False) -
 
 def labelled_features(store, components: Sequence[str], split: str, *, smeared: bool,
                       names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Features of both components of one split, stacked, with labels 0 (first component) and 1 (second)."""
+    """Features of the components of one split, stacked, labelled by position (0: first component, 1, ...)."""
     xs = [store.features(s, split, smeared=smeared, names=names) for s in components]
+    for c, x in zip(components, xs):
+        bad = [n for n, ok in zip(names, np.isfinite(x).all(axis=0)) if not ok]
+        if bad:
+            raise ValueError(f"component {c!r} ({split} split, {'smeared' if smeared else 'unsmeared'} features) has "
+                             f"non-finite values in network input(s) {bad}: this process does not provide them; "
+                             "choose features.network_inputs without them")
     y = np.concatenate([np.full(len(x), k, dtype=np.int8) for k, x in enumerate(xs)])
     return np.concatenate(xs), y
 
@@ -84,9 +113,11 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     x, y = labelled_features(store, m.components, "train", smeared=smeared, names=m.inputs)
     x_test, y_test = labelled_features(store, m.components, "test", smeared=smeared, names=m.inputs)
     result = train_classifier(x, y, feature_names=list(m.inputs), out_dir=m.folder, settings=m.settings,
-                              x_test=x_test, y_test=y_test, progress=progress)
+                              x_test=x_test, y_test=y_test, progress=progress, class_names=m.components)
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
                                             "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
+    if result.roc_auc_vs_first is not None:
+        info["roc_auc_vs_first"] = result.roc_auc_vs_first
     info["worker"] = worker_info()
     if info["worker"]["slurm_job_id"]:
         # what SLURM itself says this job holds (scontrol), not what we asked for

@@ -57,6 +57,9 @@ def test_built_in_backgrounds_are_data():
     ({"tau_chains": [[6, 24], []], "settings": []}, "two non-empty lists"),
     ({"tau_chains": [[6, "W"], [-6, -24]], "settings": []}, "two non-empty lists"),
     ({"resonance": 0, "settings": []}, "nonzero integer PDG id"),
+    ({"resonance": None, "settings": []}, "exactly one of 'resonance'"),
+    ({"tau_chains": [[6, 24], [6, 24]], "settings": []}, "opposite sign"),
+    ({"tau_chains": [[24], [23]], "settings": []}, "opposite sign"),
     ({"resonance": 23, "profile": "quick", "settings": []}, "unknown profile 'quick'"),
 ])
 def test_process_data_errors(spec, message):
@@ -268,19 +271,3 @@ def test_background_study_killed_in_training_resumes_with_identical_results(tiny
     b = open_results(os.path.join(tmp, "killed", "results.zarr"))
     for name in ("alpha_hat", "fraction_hat_Z", "fraction_hat_ttbar"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
-
-
-def test_network_inputs_a_component_lacks_are_named():
-    from hpcmix.orchestrate.stages.train import labelled_features
-
-    class Store:
-        def features(self, sample, split, *, smeared, names):
-            x = np.ones((4, len(names)), dtype=np.float32)
-            if sample == "ttbar":
-                x[1, 1] = np.nan
-            return x
-
-    x, y = labelled_features(Store(), ("H", "A"), "train", smeared=False, names=["m_vis", "o_star"])
-    assert x.shape == (8, 2) and y.tolist() == [0] * 4 + [1] * 4
-    with pytest.raises(ValueError, match=r"component 'ttbar' \(train split, unsmeared.*\['o_star'\]"):
-        labelled_features(Store(), ("H", "ttbar"), "train", smeared=False, names=["m_vis", "o_star"])

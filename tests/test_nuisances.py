@@ -225,13 +225,16 @@ def test_treatment_of_pins_one_nuisance_in_every_fit(tmp_path):
     assert cell.treatment_of == (("W", "fixed"),)
     assert cell.fit_treatment("floated", comps) == ({2: "floated", 3: "fixed"}, {})
     assert cell.fit_treatment("constrained", comps) == ({2: "constrained", 3: "fixed"}, {2: 0.05})
-    job["toys"]["treatment_of"] = {}
-    job["toys"]["constraint_width"] = {"Z": 0.05, "W": 0.02}
+    job["toys"]["treatment_of"] = {"W": "floated"}       # the same constraint widths: only treatment_of moves
     other = plan_study(resolve_study(overrides=job))
     assert other.cells[0].address != cell.address        # the address says how the fits treat W
+    assert other.cells[0].fit_treatment("fixed", comps) == ({2: "fixed", 3: "floated"}, {})
     job["toys"]["treatment_of"] = {"H": "fixed"}
     with pytest.raises(ConfigError, match=r"'toys.treatment_of' names \['H'\], which are not nuisance"):
         resolve_study(overrides=job)
     job["toys"].update(treatment_of={"W": "constrained"}, treatments=["fixed"], constraint_width={})
     with pytest.raises(ConfigError, match=r"makes W constrained, so it needs a constraint width"):
+        resolve_study(overrides=job)
+    job["toys"].update(treatment_of={"W": "fixed", "Z": "fixed"}, treatments=["fixed", "floated"])
+    with pytest.raises(ConfigError, match=r"pins every nuisance.*would fit the same way"):
         resolve_study(overrides=job)

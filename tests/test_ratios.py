@@ -98,9 +98,25 @@ def test_round_trip_is_bit_identical(ratios, tmp_path):
     assert d.shape == (64, 3)
 
 
-def test_ratios_are_clipped_where_the_reference_vanishes(ratios):
-    r = ratios.densities(np.array([[1.0 - 1e-12, 0.5]]))   # far beyond every H event for the A output
-    assert 0 < r[0, 1] <= RATIO_CLIP and np.isfinite(r).all()
+def test_ratios_where_a_density_vanishes(ratios):
+    cal = ratios.calibrations["A"]
+    y = np.array([1e-15, 0.5, 1.0 - 1e-15])
+    p_a, p_h = cal.templates["A"].pdf(y), cal.templates["H"].pdf(y)
+    r = ratios.ratio("A", y)
+    # inside: the plain ratio
+    assert r[1] == pytest.approx(p_a[1] / p_h[1])
+    # where the reference density is zero the ratio is p_k over the reference's floor: large, finite,
+    # and where p_k is zero too it is the lower clip (no event may take over the mixture there)
+    far = np.array([1.0 - 1e-300, 1e-300])
+    pk, pr = cal.templates["A"].pdf(far), cal.templates["H"].pdf(far)
+    rf = ratios.ratio("A", far)
+    assert np.isfinite(rf).all() and (rf <= RATIO_CLIP).all()
+    for v, a_, h_ in zip(rf, pk, pr):
+        if h_ == 0 and a_ == 0:
+            assert v == 1.0 / RATIO_CLIP
+        elif h_ == 0:
+            assert v > 1e6
+    assert np.any(pr == 0), "the test needs a point where the reference KDE vanishes"
 
 
 def test_bad_outputs_are_named():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 
 from hpcmix.orchestrate.stages import train as train_stage
@@ -34,3 +35,19 @@ def test_classifier_on_small_real_store_beats_chance(small_study, small_store, t
         assert json.load(f)["roc_auc"] == pytest.approx(info["roc_auc"])
     with open(os.path.join(out, "done.json")) as f:
         assert json.load(f)["info"]["roc_auc"] == pytest.approx(info["roc_auc"])
+
+
+def test_network_inputs_a_component_lacks_are_named():
+    from hpcmix.orchestrate.stages.train import labelled_features
+
+    class Store:
+        def features(self, sample, split, *, smeared, names):
+            x = np.ones((4, len(names)), dtype=np.float32)
+            if sample == "ttbar":
+                x[1, 1] = np.nan
+            return x
+
+    x, y = labelled_features(Store(), ("H", "A"), "train", smeared=False, names=["m_vis", "o_star"])
+    assert x.shape == (8, 2) and y.tolist() == [0] * 4 + [1] * 4
+    with pytest.raises(ValueError, match=r"component 'ttbar' \(train split, unsmeared.*\['o_star'\]"):
+        labelled_features(Store(), ("H", "ttbar"), "train", smeared=False, names=["m_vis", "o_star"])

@@ -87,7 +87,7 @@ def _parse_process(name: str, spec: Any, source: str) -> Process:
                          f"allowed: {sorted(_PROCESS_FIELDS)}")
     if "settings" not in spec:
         raise ValueError(f"{source}: process {name!r} is missing required field 'settings'")
-    if ("resonance" in spec) == ("tau_chains" in spec):
+    if (spec.get("resonance") is not None) == (spec.get("tau_chains") is not None):
         raise ValueError(f"{source}: process {name!r} needs exactly one of 'resonance' (the PDG id whose two "
                          "daughters are the taus) and 'tau_chains' (two PDG-id chains, one per tau, e.g. "
                          "[[6, 24], [-6, -24]] for t -> W -> tau)")
@@ -101,6 +101,9 @@ def _parse_process(name: str, spec: Any, source: str) -> Process:
             raise ValueError(f"{source}: process {name!r}: tau_chains must be two non-empty lists of nonzero "
                              f"integer PDG ids (one chain per tau), got {chains!r}")
         chains = tuple(tuple(c) for c in chains)
+        if chains[0] == chains[1] or (chains[0][0] > 0) == (chains[1][0] > 0):
+            raise ValueError(f"{source}: process {name!r}: the two tau_chains must start from particles of opposite "
+                             f"sign (one tau+, one tau-, as [[6, 24], [-6, -24]]), got {[list(c) for c in chains]}")
     profile = spec.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise ValueError(f"{source}: process {name!r}: profile must be a profile name, got {profile!r}")

@@ -112,6 +112,13 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
     return tuple(dict.fromkeys(notes))
 
 
+def exact_split_above(n_classes: int) -> int:
+    """Part size above which a missing class has probability below 2^-63: K (1 - 1/K)^n < 2^-63."""
+    if n_classes == 2:
+        return EXACT_SPLIT_ABOVE
+    return math.ceil((63 * math.log(2) + math.log(n_classes)) / -math.log1p(-1.0 / n_classes))
+
+
 def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.{}") -> tuple[list[str], list[str]]:
     """Every component in the training and in the validation part of the seeded split.
 
@@ -119,8 +126,8 @@ def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.
 
     The split is the one training will make (hpcmix.train.split.split_indices, same seed),
     so the check is exact: early stopping and the validation ROC AUC need events of every class.
-    Parts of more than EXACT_SPLIT_ABOVE events are not shuffled here: one class missing
-    there has a probability below 2^-63.
+    Parts of more than ``exact_split_above(K)`` events are not shuffled here: one of K classes
+    missing there has a probability below 2^-63 (EXACT_SPLIT_ABOVE for two classes).
     """
     from ..train.split import split_indices, validation_size
 
@@ -134,7 +141,7 @@ def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.
     n_val = validation_size(n, s.validation_fraction)
     n_fit = n - n_val
     parts = ()
-    if min(n_val, n_fit) <= EXACT_SPLIT_ABOVE:
+    if min(n_val, n_fit) <= exact_split_above(K):
         train_idx, val_idx = split_indices(n, s.validation_fraction, s.seed)
         parts = (("validation", val_idx), ("training", train_idx))
     for part, idx in parts:

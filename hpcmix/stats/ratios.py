@@ -20,11 +20,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from .components import ComponentTemplates, KDEComponents, _names
+from .templates import FFT_FLOOR
 
 __all__ = ["RATIO_CLIP", "RATIO_METHODS", "RatioComponents"]
 
-#: ratios are clipped to [1 / RATIO_CLIP, RATIO_CLIP]: a KDE tail that reaches zero for the reference
-#: component must not give an infinite ratio (the fitter's first pass runs in float32)
+#: ratios are clipped to [1 / RATIO_CLIP, RATIO_CLIP] (the fitter's first pass runs in float32); where
+#: the reference KDE is zero it is floored at FFT_FLOOR x its maximum (its own round-off floor), so
+#: each column keeps its own p_k there, and where p_k is zero the ratio is the lower clip
 RATIO_CLIP = 1e12
 #: how the per-component outputs were made (provenance; the calibration is the same for both)
 RATIO_METHODS = ("pairwise", "multiclass")
@@ -67,6 +69,7 @@ class RatioComponents(ComponentTemplates):
         self.nodes = np.concatenate([y[c] for c in names])
         self.node_counts = {c: int(y[c].shape[0]) for c in names}
         self.settings = {**settings, "method": method, "reference": names[0], "ratio_clip": RATIO_CLIP}
+        self._cache = {}
 
     @property
     def reference(self) -> str:
@@ -82,10 +85,10 @@ class RatioComponents(ComponentTemplates):
         if k == self.reference:
             return np.ones(np.shape(y))
         cal = self.calibrations[k]
-        p_k, p_ref = cal.templates[k].pdf(y), cal.templates[self.reference].pdf(y)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(p_ref > 0, p_k / np.where(p_ref > 0, p_ref, 1.0), RATIO_CLIP)
-        return np.clip(r, 1.0 / RATIO_CLIP, RATIO_CLIP)
+        ref = cal.templates[self.reference]
+        p_k, p_ref = cal.templates[k].pdf(y), ref.pdf(y)
+        floor = FFT_FLOOR * float(np.max(ref.density))
+        return np.clip(p_k / np.maximum(p_ref, floor), 1.0 / RATIO_CLIP, RATIO_CLIP)
 
     def densities(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)
@@ -96,12 +99,18 @@ class RatioComponents(ComponentTemplates):
         cols = [np.ones(x.shape[:-1])] + [self.ratio(k, x[..., j]) for j, k in enumerate(self.components[1:])]
         return np.stack(cols, axis=-1)
 
+    def _node_ratios(self) -> np.ndarray:
+        # computed once: every cell's bound and every toy batch's support use the same nodes
+        if "nodes" not in self._cache:
+            self._cache["nodes"] = self.densities(self.nodes)
+        return self._cache["nodes"]
+
     def support_nodes(self) -> np.ndarray:
         """The ratios at every template event: where the fitted mixture must stay >= 0."""
-        return self.densities(self.nodes)
+        return self._node_ratios()
 
     def quadrature(self):
-        r = self.densities(self.nodes)
+        r = self._node_ratios()
         n = np.array([self.node_counts[c] for c in self.components], dtype=float)
         return r, 1.0 / (r @ n)
 
@@ -143,6 +152,9 @@ class RatioComponents(ComponentTemplates):
         if settings.get("reference") != names[0] or settings.get("method") not in RATIO_METHODS:
             raise ValueError(f"settings reference {settings.get('reference')!r} / method {settings.get('method')!r} "
                              f"do not fit components {list(names)}")
+        if settings.get("ratio_clip") != RATIO_CLIP:
+            raise ValueError(f"the ratios were clipped at {settings.get('ratio_clip')!r}, this hpcmix clips at "
+                             f"{RATIO_CLIP:g}")
         self.calibrations = {}
         for k in names[1:]:
             prefix = f"cal_{k}__"
@@ -155,4 +167,5 @@ class RatioComponents(ComponentTemplates):
             raise ValueError(f"nodes {self.nodes.shape} and node_counts {counts.shape} do not fit {len(names)} components")
         self.node_counts = {c: int(n) for c, n in zip(names, counts)}
         self.settings = dict(settings)
+        self._cache = {}
         return self

@@ -388,6 +388,10 @@ def _nuisance_settings(toys: Mapping[str, Any], components: tuple[str, ...], poi
                           f"{ {c: max(v) for c, v in grid.items()} } the nuisance fractions sum to {worst:g} >= 1; "
                           f"keep their largest values summing below 1")
     treatments = tuple(toys.get("treatments") or ("fixed", "floated"))
+    if len(treatments) > 1 and set(own) == set(nuisances):
+        raise ConfigError(f"{where}: 'toys.treatment_of' {own} pins every nuisance, so the treatments "
+                          f"{list(treatments)} would fit the same way; give one treatment, or leave a nuisance "
+                          "out of treatment_of")
     if "constrained" in treatments or "constrained" in own.values():
         need = [c for c in nuisances if c not in widths
                 and own.get(c, "constrained" if "constrained" in treatments else None) == "constrained"]

@@ -124,7 +124,8 @@ def make_callbacks(settings: ClassifierSettings, *, verbose: int = 0) -> list[ke
 # ---------------------------------------------------------------------------
 # input checks and the split
 # ---------------------------------------------------------------------------
-def _check_inputs(x, y, feature_names, class_names=("H", "A")) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def _check_inputs(x, y, feature_names, class_names=("H", "A"), what: str = "training set"
+                  ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     if not hasattr(x, "shape") or len(x.shape) != 2:
         raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
     y = np.asarray(y).reshape(-1)
@@ -140,7 +141,7 @@ def _check_inputs(x, y, feature_names, class_names=("H", "A")) -> tuple[np.ndarr
     if not np.all(np.isin(labels, np.arange(K))):
         raise ValueError(f"labels must be {' or '.join(classes)}, got {labels[:10]}")
     if labels.size < K:
-        raise ValueError(f"the training set must hold events of every class, {' and '.join(classes)}; "
+        raise ValueError(f"the {what} must hold events of every class, {' and '.join(classes)}; "
                          f"got labels {labels.tolist()}")
     return x, y.astype(np.int32), names
 
@@ -240,7 +241,7 @@ def train_classifier(
     auc_val, per_val = _aucs(y_val, p_val)
     n_test = 0
     if x_test is not None:
-        x_test, y_test, _ = _check_inputs(x_test, y_test, names, class_names)
+        x_test, y_test, _ = _check_inputs(x_test, y_test, names, class_names, "test set")
         n_test = int(len(y_test))
         with device.scope():
             p_test = _predict_raw(model, standardiser, x_test, settings.predict_batch_size)

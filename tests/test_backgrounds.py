@@ -271,3 +271,28 @@ def test_background_study_killed_in_training_resumes_with_identical_results(tiny
     b = open_results(os.path.join(tmp, "killed", "results.zarr"))
     for name in ("alpha_hat", "fraction_hat_Z", "fraction_hat_ttbar"):
         np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def test_dry_run_estimate_counts_each_process_and_the_k_fraction_fits(tmp_path):
+    """The estimate divides each process's events by its own efficiency and rate, and fits of cells with
+    nuisances by the K-fraction rate, once per treatment (the small job's toys took 444 s on two cores
+    where a two-component rate promised 25 core-seconds)."""
+    from hpcmix.orchestrate.pipeline import plan_study
+    from hpcmix.study import load_study
+
+    job = "jobs/backgrounds-small.yaml"
+    plan = plan_study(load_study(job, sets=[f"output={tmp_path}"]))
+    est = plan.study.estimates
+    cells = plan.cells
+    assert cells and all(c.has_nuisances for c in cells)
+    fitted = plan.study.toys.n_toys * sum(c.n_events * len(c.treatments) for c in cells)
+    assert plan.estimate().toys * 3600 == pytest.approx(fitted / est["fraction_toy_events_per_core_second"])
+    n = plan.generation.layout.n_events
+    own = est["processes"]
+    expect = sum(n / own.get(p, {}).get("selection_efficiency", est["selection_efficiency"])
+                 / (own.get(p, {}).get("tried_events_per_core_second") or est["tried_events_per_core_second"])[
+                     "full" if p == "ttbar" else "fast"] for p in ("H", "A", "Z", "ttbar"))
+    assert plan.estimate().generate * 3600 == pytest.approx(expect)
+    slower = plan_study(load_study(job, sets=[f"output={tmp_path}", "estimates.processes.Z.selection_efficiency=0.035"]))
+    z = n / 0.07 / own["Z"]["tried_events_per_core_second"]["fast"]
+    assert (slower.estimate().generate - plan.estimate().generate) * 3600 == pytest.approx(z)

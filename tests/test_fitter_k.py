@@ -599,3 +599,52 @@ def test_float64_only_path_gives_the_same_fits():
         r = fit_fractions(dd, **kw, **extra)
         np.testing.assert_allclose(r.alpha_hat, ref.alpha_hat, atol=1e-8)
         np.testing.assert_array_equal(r.at_limit, ref.at_limit)
+
+
+def _curved_boundary_case(n_a, n_z, n_h, k, nodes):
+    """K = 3 (H, A, Z) whose events pull f_H below 0 against a curved positivity boundary.
+
+    Events: pure-A (0, 2, 0), pure-Z (0, 0, 2) and H-like (1, 0.5, 0.5) densities. Support nodes
+    (1, 1 - k cos t, 1 - k sin t), t in [0, pi/2], give (1 - a_t) f_A + (1 - z_t) f_Z <= 1: a polygon
+    close to a circle in (f_A, f_Z), so the best fit and both interval ends sit on different faces
+    and alpha = f_A / (f_A + f_H) lies above 1.
+    """
+    ev = np.array([[0, 2, 0]] * n_a + [[0, 0, 2]] * n_z + [[1, 0.5, 0.5]] * n_h, float)
+    t = np.linspace(0.0, np.pi / 2, nodes)
+    sup = np.vstack([np.stack([np.ones(nodes), 1 - k * np.cos(t), 1 - k * np.sin(t)], axis=1), [[0, 1, 0], [0, 0, 1]]])
+    return ev, sup
+
+
+def _exact_profile(ev, sup, alpha):
+    """max ln L at fixed alpha: f = (S (1 - alpha), S alpha, 1 - S) is linear in S, so every row
+    bounds S from one side and the concave 1-D maximum is found on that interval."""
+    lo, hi = 0.0, np.inf
+    for rows in (sup, ev):
+        c = rows[:, 2]
+        g = rows[:, 0] * (1 - alpha) + rows[:, 1] * alpha - rows[:, 2]
+        with np.errstate(divide="ignore"):
+            hi = min(hi, np.min(np.where(g < 0, -c / g, np.inf)))
+            lo = max(lo, np.max(np.where(g > 0, -c / g, -np.inf)))
+    def nll(s):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.sum(np.log(ev @ np.array([s * (1 - alpha), s * alpha, 1 - s])))
+    r = optimize.minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-13})
+    return -min(r.fun, nll(lo + 1e-15), nll(hi - 1e-15))
+
+
+@pytest.mark.parametrize("case", [(30, 5, 5, 0.7, 200), (20, 10, 5, 0.9, 200), (10, 10, 5, 0.9, 20)])
+def test_interval_ends_walk_round_a_curved_positivity_boundary(case):
+    """Each profile point on the way to an interval end starts from the last one: where that sits on a
+    vertex whose active face leads away from the new slice, the solve must swap faces, not stall
+    (it used to stall at max_iter, and the end came out far too close to alpha_hat)."""
+    ev, sup = _curved_boundary_case(*case)
+    fit = fit_fractions(ev[None], num=[1], den=[0, 1], f_true=np.array([0.2, 0.4, 0.4]),
+                        treatment={2: "floated"}, support=sup)
+    a_hat, lo, hi = fit.alpha_hat[0], fit.interval_lo[0], fit.interval_hi[0]
+    ell_hat = _exact_profile(ev, sup, a_hat)
+    assert a_hat > 1.0  # f_H < 0: the positivity boundary, not f >= 0, limits the fit
+    for a in (a_hat - 1e-3, a_hat + 1e-3):
+        assert _exact_profile(ev, sup, a) < ell_hat
+    for end in (lo, hi):
+        assert np.isfinite(end)
+        assert 2.0 * (ell_hat - _exact_profile(ev, sup, end)) == pytest.approx(1.0, abs=1e-6)

@@ -96,9 +96,12 @@ class StudyPlan:
         models = list(self.models.values()) + list(self.auc_models.values())
         train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(m.components)
                     * (1 - m.settings.validation_fraction) for m in models) / est["training_samples_per_core_second"]
-        # a cell with nuisances fits its toys once per treatment
-        toys = (self.study.toys.n_toys * sum(c.n_events * max(1, len(c.treatments)) for c in self.cells)
-                / est["toy_events_per_core_second"])
+        # a cell with nuisances fits its toys once per treatment, with the K-fraction fitter (far slower
+        # per event: K densities, the positivity support, profiled nuisances)
+        two = sum(c.n_events for c in self.cells if not c.has_nuisances) / est["toy_events_per_core_second"]
+        more = (sum(c.n_events * len(c.treatments) for c in self.cells if c.has_nuisances)
+                / est["fraction_toy_events_per_core_second"])
+        toys = self.study.toys.n_toys * (two + more)
         size = n_selected * est["store_bytes_per_event"]
         return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size)
 

@@ -712,7 +712,8 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
 
     Damped Newton with an active set (W: row index per slot, -1 empty): steps are cut by a ratio
     test on the rows (the blocking row joins W) and halved while an event density would be <= 0
-    or (on the slice) ln L would not rise; a row whose multiplier turns negative leaves W. With
+    or (on the slice) ln L would not rise; a row whose multiplier turns negative leaves W; off the
+    slice with W full and the step blocked at once, the blocking row swaps in (see below). With
     ``alpha`` the constraint A - alpha S = 0 is an extra equality row: a start off that slice is
     moved onto it by the first full step (steps before only need to stay inside the domain).
     ``hess_rtol``: the returned Hessian must be good to this (it is taken at the last evaluated point).
@@ -735,6 +736,7 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
     idx = np.arange(n)
     sub = ts
     live = np.ones(n, bool)
+    swaps = np.zeros(n, np.int64)  # row swaps in a row without a move, per toy
     rows_g = ts.rows_g
     for it in range(1, max_iter + 1):
         th, w_ = theta[idx], W[idx]
@@ -847,18 +849,32 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
         if todo.size:  # no acceptable step: stay
             tau[todo] = 0.0
             new[todo] = th[todo]
-        add = blocked & (w_ < 0).any(axis=1)  # the blocking row joins W (also at tau = 0: already on it)
+        full = ~(w_ < 0).any(axis=1)
+        add = blocked & ~full  # the blocking row joins W (also at tau = 0: already on it)
         if add.any():
             r_ = np.flatnonzero(add)
             slot = np.argmax(w_[r_] < 0, axis=1)
             w_[r_, slot] = jmin[r_]
+        # W full, off the slice, and the step blocked at once: the iterate sits on a vertex of the domain
+        # whose active edge leads away from the slice. The blocking row takes the place of the active row
+        # with the smallest multiplier (the walk goes round the vertex towards the slice); more swaps in a
+        # row without a move than there are slots plus one: the slice misses the domain, and the solve fails
+        moved = tau * size > tol * scale_th
+        swap = blocked & full & ~on_slice & ~moved
+        swaps[idx[moved]] = 0
+        if swap.any():
+            r_ = np.flatnonzero(swap)
+            slot = np.argmin(np.where(w_[r_] >= 0, mult[r_], np.inf), axis=1)
+            w_[r_, slot] = jmin[r_]
+            swaps[idx[r_]] += 1
+        missed = swap & (swaps[idx] > n_sup + 1)
         li = idx[live]
         theta[li], W[li] = new[live], w_[live]
         ell[li], g[li], j[li] = ell_new[live], g_new[live], j_new[live]
         out["n_iter"][li] = it
         out["converged"][idx[conv]] = True
         huge = np.abs(new).max(axis=1, initial=0.0) > _HUGE
-        live &= ~conv & ~huge & ~edge
+        live &= ~conv & ~huge & ~edge & ~missed
         if not live.any():
             break
         if live.sum() < 0.5 * idx.size:

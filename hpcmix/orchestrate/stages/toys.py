@@ -20,6 +20,9 @@ from .templates import Templates
 NAME = "toys"
 #: bump when what a toy batch computes changes (drawing, fitter)
 VERSION = 1
+#: bump when what ``fit_fractions`` returns changes: the cells with nuisances only, so that
+#: two-component cells keep their addresses (2: interval ends no longer stall on a positivity vertex)
+FRACTION_FIT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence
     widths = tuple((c, float(w)) for c, w in (widths or {}).items() if constrained)
     if fractions:  # K > 2 only, so two-component cells keep their addresses
         slice_.update({"fractions": dict(fractions), "treatments": list(treatments),
-                       "constraint_width": dict(widths)})
+                       "constraint_width": dict(widths), "fraction_fit": FRACTION_FIT_VERSION})
         if own:
             slice_["treatment_of"] = dict(own)
     addr = address(NAME, VERSION, slice_, {"templates": templates.address})

@@ -737,6 +737,7 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
     sub = ts
     live = np.ones(n, bool)
     swaps = np.zeros(n, np.int64)  # row swaps in a row without a move, per toy
+    entered = -np.ones(n, np.int64)  # the slot the last swap filled (it may not leave at the next one)
     rows_g = ts.rows_g
     for it in range(1, max_iter + 1):
         th, w_ = theta[idx], W[idx]
@@ -856,18 +857,25 @@ def _solve(ts: _Theta, theta, W, alpha=None, *, tol, max_iter, hess_rtol=None, s
             slot = np.argmax(w_[r_] < 0, axis=1)
             w_[r_, slot] = jmin[r_]
         # W full, off the slice, and the step blocked at once: the iterate sits on a vertex of the domain
-        # whose active edge leads away from the slice. The blocking row takes the place of the active row
-        # with the smallest multiplier (the walk goes round the vertex towards the slice); more swaps in a
-        # row without a move than there are slots plus one: the slice misses the domain, and the solve fails
+        # whose active face leads away from the slice. The blocking row takes the place of the active row
+        # with the smallest multiplier, except the row the previous swap brought in (else two slots
+        # swap the same pair of rows back and forth and the other faces are never tried). With the
+        # vertex's faces tried (2 (slots + 1) swaps in a row without a move) the slice misses the
+        # domain, and the solve fails
         moved = tau * size > tol * scale_th
         swap = blocked & full & ~on_slice & ~moved
         swaps[idx[moved]] = 0
         if swap.any():
             r_ = np.flatnonzero(swap)
-            slot = np.argmin(np.where(w_[r_] >= 0, mult[r_], np.inf), axis=1)
+            cand = np.where(w_[r_] >= 0, mult[r_], np.inf)
+            last = entered[idx[r_]]
+            again = np.flatnonzero((last >= 0) & (swaps[idx[r_]] > 0) & (n_sup > 1))
+            cand[again, last[again]] = np.inf
+            slot = np.argmin(cand, axis=1)
             w_[r_, slot] = jmin[r_]
+            entered[idx[r_]] = slot
             swaps[idx[r_]] += 1
-        missed = swap & (swaps[idx] > n_sup + 1)
+        missed = swap & (swaps[idx] > 2 * (n_sup + 1))
         li = idx[live]
         theta[li], W[li] = new[live], w_[live]
         ell[li], g[li], j[li] = ell_new[live], g_new[live], j_new[live]

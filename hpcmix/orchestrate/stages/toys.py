@@ -21,8 +21,9 @@ NAME = "toys"
 #: bump when what a toy batch computes changes (drawing, fitter)
 VERSION = 1
 #: bump when what ``fit_fractions`` returns changes: the cells with nuisances only, so that
-#: two-component cells keep their addresses (2: interval ends no longer stall on a positivity vertex)
-FRACTION_FIT_VERSION = 2
+#: two-component cells keep their addresses (2: interval ends no longer stall on a positivity vertex;
+#: 3: nor alternate between two rows where two nuisances are free)
+FRACTION_FIT_VERSION = 3
 
 
 @dataclass(frozen=True)

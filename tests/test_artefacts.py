@@ -161,7 +161,7 @@ def test_templates_read_with_numpy_alone(tmp_path, kde_inputs, phi_star):
 
 
 def test_save_templates_refuses_what_it_cannot_store(tmp_path):
-    with pytest.raises(TypeError, match="PhiStarTemplates or KDETemplates"):
+    with pytest.raises(TypeError, match="PhiStarTemplates, KDETemplates or DirectRatioTemplates"):
         save_templates(tmp_path, AnalyticTemplates(lambda v: 0.5 + v, lambda v: 1.5 - v))
     for bad in (("H",), ("H", "H"), ("H", "A", "X"), ("H", "a-b"), ("H", ""), ("H", 1)):
         with pytest.raises(ValueError, match="two distinct names"):

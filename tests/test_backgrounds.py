@@ -203,7 +203,7 @@ def test_background_study_fits_every_estimator_with_signal_scaled_test_sets(tiny
         assert set(rec.info["closure"]) == {"A", "Z", "ttbar"}
         for c in rec.info["closure"].values():
             assert np.isfinite(c["mean_r_on_reference"]) and c["mean_r_on_reference"] > 0
-    assert "Calibrated ratios" in out.table and "multiclass:none" in out.table
+    assert "Density ratios" in out.table and "multiclass:none" in out.table
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import HpcmixError, TaskFailedError
 from ..generate.run import GenerationPlan, plan_generation
-from ..study.model import Study
+from ..study.model import LEARNED_RATIO_ESTIMATORS, Study
 from . import stages
 from .lock import output_lock
 from .record import StageRecord, is_done
@@ -290,7 +290,9 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
             with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
                 f.write(auc + "\n")
             table = table + "\n\n" + auc
-        networks = network_table({k: records[k] for k in plan.models}, trecords) if study.nuisances else ""
+        # the network table for studies with several networks per variant (nuisances, ratio networks)
+        several = study.nuisances or set(study.toys.estimators) & set(LEARNED_RATIO_ESTIMATORS)
+        networks = network_table({k: records[k] for k in plan.models}, trecords) if several else ""
         if networks:
             with open(os.path.join(plan.report, "networks.md"), "w") as f:
                 f.write(networks + "\n")

@@ -120,7 +120,8 @@ def _add_fraction_cells(builder, templates, cells) -> None:
 
 def network_table(train: Mapping[str, Mapping], templates: Mapping[str, Mapping]) -> str:
     """The study's networks (ROC AUC on the test split, per class against the reference for a K-class one)
-    and the closure of every calibrated ratio (nn_multiclass, nn_pairwise), from the stage records."""
+    and the closure of every density ratio (nn_multiclass, nn_pairwise, ratio, ratio_calibrated), from the
+    stage records."""
     if not train:
         return ""
     lines = ["Networks (ROC AUC on the test split; K-class: s_k / (s_k + s_ref) of each class against the first)",
@@ -133,7 +134,7 @@ def network_table(train: Mapping[str, Mapping], templates: Mapping[str, Mapping]
         lines.append(f"| {label} | {', '.join(comps)} | {auc} | {info['epochs_run']} |")
     ratio = {k: r for k, r in templates.items() if "closure" in r["info"]}
     if ratio:
-        lines += ["", "Calibrated ratios r_k = p_k / p_ref on the test split (both means are 1 for a true ratio)",
+        lines += ["", "Density ratios r_k = p_k / p_ref on the test split (both means are 1 for a true ratio)",
                   "| estimator, smearing | component | mean r_k on reference events | mean 1/r_k on component events |",
                   "|---|---|---|---|"]
         for rec in ratio.values():

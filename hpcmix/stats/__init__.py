@@ -13,7 +13,7 @@ from .cramer_rao import (
     fraction_cramer_rao_bound,
     fraction_fisher_information_on_grid,
 )
-from .ratios import RatioComponents
+from .ratios import DirectRatioComponents, DirectRatioTemplates, RatioComponents
 from .fitter import MixtureFit, ZeroDensityWarning, fit_mixture, mixture_log_likelihood
 from .fractions import FractionFit, fit_fractions, fraction_log_likelihood
 from .templates import (
@@ -40,6 +40,8 @@ __all__ = [
     "MixtureTemplates",
     "PhiStarComponents",
     "PhiStarTemplates",
+    "DirectRatioComponents",
+    "DirectRatioTemplates",
     "RatioComponents",
     "Template",
     "ToyDraw",

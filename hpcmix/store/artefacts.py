@@ -68,7 +68,14 @@ kind ``ratio_components`` (K components, x = the K - 1 classifier outputs per ev
 ``hpcmix.stats.RatioComponents``): ``nodes`` (n, K - 1, the template events' outputs, all
 components pooled), ``node_counts`` (K,), and per non-reference component k the arrays of kind
 ``kde_components`` of its output's calibration as ``cal_<k>__<key>``; ``support``. settings: the
-KDE settings plus method (pairwise | multiclass), reference, ratio_clip.
+KDE settings plus method (pairwise | multiclass | likelihood_ratio), reference, ratio_clip.
+
+kind ``direct_ratio`` (two components, x = the output u of a likelihood-ratio network;
+``hpcmix.stats.DirectRatioTemplates``) and ``direct_ratio_components`` (K components, x = the
+K - 1 outputs; ``hpcmix.stats.DirectRatioComponents``): ``nodes`` (the template events' outputs,
+all components pooled: (n,) or (n, K - 1)), ``node_counts``, ``support``, the normalisation of
+the ratio(s) (``norm``, 0-d, or ``norms`` (K - 1,)); ``direct_ratio`` also ``positivity_limits``. settings: loss, omega (log | ratio), ratio_clip (and reference for K). No
+density tables: r = omega^-1(u) is the network's.
 
 batch-NNNNN.npz (``TOY_BATCH_FORMAT`` = 1): one batch of fitted toys
 --------------------------------------------------------------------
@@ -160,12 +167,13 @@ _RERUN = {"templates": "rerun the templates stage (e.g. `hpcmix templates ...` o
           "fraction_batch": "rerun the toys stage (e.g. `hpcmix toys ...` or `hpcmix run JOB`)"}
 _FORMATS = {"templates": TEMPLATES_FORMAT, "toy_batch": TOY_BATCH_FORMAT, "test_pool": TEST_POOL_FORMAT,
             "fraction_batch": FRACTION_BATCH_FORMAT}
-_KINDS = {"templates": ("phi_star", "kde", "phi_star_components", "kde_components", "ratio_components"), "toy_batch": ("toy_batch",),
+_KINDS = {"templates": ("phi_star", "kde", "direct_ratio", "phi_star_components", "kde_components", "ratio_components",
+                        "direct_ratio_components"), "toy_batch": ("toy_batch",),
           "test_pool": ("test_pool",), "fraction_batch": ("fraction_batch",)}
 _LABELS = {"templates": "templates", "toy_batch": "toy batch", "test_pool": "test pool",
            "fraction_batch": "fraction batch"}
 # kinds that hold exactly two components (the alpha = 0 one first); all others hold K >= 2
-_TWO_COMPONENT_KINDS = ("phi_star", "kde", "toy_batch")
+_TWO_COMPONENT_KINDS = ("phi_star", "kde", "direct_ratio", "toy_batch")
 _TREATMENT = re.compile(r"^[A-Za-z0-9]+(_[A-Za-z0-9]+)*$")  # no "__": it separates treatment and field
 
 
@@ -299,6 +307,7 @@ def save_templates(folder, templates, *, components=None) -> str:
     KDEComponents) stores its own K components; ``components``, if given, must equal them.
     """
     from ..stats.components import ComponentTemplates
+    from ..stats.ratios import DirectRatioTemplates
     from ..stats.templates import KDETemplates, PhiStarTemplates
 
     if isinstance(templates, ComponentTemplates):
@@ -314,9 +323,15 @@ def save_templates(folder, templates, *, components=None) -> str:
         kind, settings = "kde", dict(templates.settings)
         grid_variable = "logit(y)" if templates.space == "logit" else "y"
         arrays = templates.to_arrays(names)
+    elif isinstance(templates, DirectRatioTemplates):
+        if tuple(templates.components) != names:
+            raise ValueError(f"components {list(names)} differ from the templates' components "
+                             f"{list(templates.components)}")
+        kind, settings, grid_variable = templates.kind, dict(templates.settings), "network output u"
+        arrays = templates.to_arrays()
     else:
-        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarTemplates "
-                        "or KDETemplates, or PhiStarComponents / KDEComponents")
+        raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarTemplates, "
+                        "KDETemplates or DirectRatioTemplates, or PhiStarComponents / KDEComponents / RatioComponents / DirectRatioComponents")
     arrays["support"] = np.asarray(templates.support, dtype=float)
     arrays["positivity_limits"] = np.asarray(templates.positivity_limits(), dtype=float)
     arrays["meta"] = _meta(kind, TEMPLATES_FORMAT, names, densities={n: f"density_{n}" for n in names},
@@ -572,7 +587,7 @@ def load_templates(folder):
     from ..stats.templates import KDETemplates, PhiStarTemplates
 
     meta, arrays = _read(path, "templates")
-    if meta["kind"] in ("phi_star_components", "kde_components", "ratio_components"):
+    if meta["kind"] in ("phi_star_components", "kde_components", "ratio_components", "direct_ratio_components"):
         return _load_component_templates(path, meta, arrays, PhiStarComponents, KDEComponents)
     h, a = meta["components"]
     try:
@@ -581,6 +596,10 @@ def load_templates(folder):
         settings = meta.get("settings")
         if not isinstance(settings, dict):
             raise KeyError("settings")
+        if meta["kind"] == "direct_ratio":
+            from ..stats.ratios import DirectRatioTemplates
+
+            return DirectRatioTemplates.from_arrays(arrays, components=(h, a), settings=settings)
         return KDETemplates.from_arrays(arrays, settings, names=(h, a))
     except KeyError as err:
         raise ArtefactFormatError(f"{path}: {err.args[0]!r} missing for {meta['kind']} templates "
@@ -603,10 +622,11 @@ def _load_component_templates(path, meta, arrays, phi_cls, kde_cls):
             if list(meta["pair"]) != list(settings.get("pair", ())):
                 raise ValueError(f"meta pair {meta['pair']!r} differs from settings pair {settings.get('pair')!r}")
             return phi_cls.from_arrays(arrays, components=meta["components"], settings=settings)
-        if kind == "ratio_components":
-            from ..stats.ratios import RatioComponents
+        if kind in ("ratio_components", "direct_ratio_components"):
+            from ..stats.ratios import DirectRatioComponents, RatioComponents
 
-            return RatioComponents.from_arrays(arrays, components=meta["components"], settings=settings)
+            cls = RatioComponents if kind == "ratio_components" else DirectRatioComponents
+            return cls.from_arrays(arrays, components=meta["components"], settings=settings)
         return kde_cls.from_arrays(arrays, components=meta["components"], settings=settings)
     except KeyError as err:
         raise ArtefactFormatError(f"{path}: {err.args[0]!r} missing for {kind} templates "

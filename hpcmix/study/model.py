@@ -19,11 +19,14 @@ from ..train.settings import ClassifierSettings
 
 #: smearing variant name -> whether features are taken after detector smearing
 SMEARED = MappingProxyType({"none": False, "detector": True})
-ESTIMATORS = ("phi_star", "nn", "nn_multiclass", "nn_pairwise")
+ESTIMATORS = ("phi_star", "nn", "nn_multiclass", "nn_pairwise", "ratio", "ratio_calibrated")
 #: estimators built from several classifiers' density ratios: they need nuisance components
 RATIO_ESTIMATORS = ("nn_multiclass", "nn_pairwise")
+#: estimators whose networks are trained with a likelihood-ratio loss (one per component but the
+#: reference, any K): ``ratio`` fits r = omega^-1(u) directly, ``ratio_calibrated`` after 1-D KDEs
+LEARNED_RATIO_ESTIMATORS = ("ratio", "ratio_calibrated")
 #: estimators that use a trained network
-NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS
+NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 SPLITS = ("train", "template", "test")
 
 
@@ -146,6 +149,14 @@ class AUCStudy:
 
 
 @dataclass(frozen=True)
+class RatioSettings:
+    """The likelihood-ratio networks of the ratio estimators (hpcmix.train.losses)."""
+
+    loss: str                          # a pair of hpcmix.train.losses.LOSSES
+    classifier: ClassifierSettings     # the study's classifier with ratio.classifier's overrides
+
+
+@dataclass(frozen=True)
 class Study:
     """Every setting of a study, fully resolved; what a stage computes depends on nothing else."""
 
@@ -166,6 +177,7 @@ class Study:
     toys: ToySettings
     auc_study: AUCStudy | None
     estimates: Mapping[str, Any]
+    ratio: RatioSettings | None = None   # None: the package defaults (resolve_study fills it in)
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -191,5 +203,5 @@ class Study:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["AUCStudy", "ESTIMATORS", "N_EVENTS_OF", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
+__all__ = ["AUCStudy", "ESTIMATORS", "N_EVENTS_OF", "LEARNED_RATIO_ESTIMATORS", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "RatioSettings", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
            "SmearingSettings", "Study", "TREATMENTS", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

@@ -20,6 +20,7 @@ import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
 from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, AUCStudy, GenerateSettings, ParameterOfInterest,
+                    RatioSettings,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
 COMMAND_LINE = "<command line>"
@@ -45,6 +46,12 @@ def _is_events(v: Any) -> bool:
 
 _is_mapping = lambda v: isinstance(v, Mapping)  # noqa: E731
 
+
+def _losses() -> tuple[str, ...]:
+    from ..train.losses import LOSSES
+
+    return tuple(LOSSES)
+
 TOP_FIELDS = {
     "name": Field(is_str, "a non-empty string", default=None),
     "description": Field(lambda v: isinstance(v, str), "a string", default=""),
@@ -65,6 +72,7 @@ TOP_FIELDS = {
     "auc_study": Field(lambda v: v is None or isinstance(v, Mapping), "a mapping (sets, smearing, classifier) or null",
                        default=None),
     "estimates": Field(_is_mapping, "a mapping of measured rates (hpcmix.yaml)", default=None),
+    "ratio": Field(_is_mapping, "a mapping (loss, classifier)", default=None),
 }
 POI_FIELDS = {
     "name": Field(is_str, "a non-empty string (the results' name for it)"),
@@ -118,6 +126,10 @@ TOYS_FIELDS = {
                          f"one of {list(N_EVENTS_OF)} (all: N = n_events; signal: N = n_events / (1 - nuisance "
                          "fractions))"),
 }
+RATIO_FIELDS = {
+    "loss": Field(lambda v: v in _losses(), f"one of the likelihood-ratio losses ({', '.join(_losses())})"),
+    "classifier": Field(_is_mapping, "a mapping of classifier settings (overrides for the ratio networks)"),
+}
 AUC_STUDY_FIELDS = {
     "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
                   "a non-empty list of network-input sets (names or lists of feature names)"),
@@ -127,7 +139,7 @@ AUC_STUDY_FIELDS = {
 #: sections checked field by field (the others: classifier, selection, estimates, processes
 #: are checked by the objects they build)
 SECTIONS = {"poi": POI_FIELDS, "generate": GENERATE_FIELDS, "smearing": SMEARING_FIELDS,
-            "features": FEATURE_FIELDS, "templates": TEMPLATE_FIELDS, "toys": TOYS_FIELDS}
+            "features": FEATURE_FIELDS, "templates": TEMPLATE_FIELDS, "toys": TOYS_FIELDS, "ratio": RATIO_FIELDS}
 #: old job-file names still read, with their new place
 RENAMED = {("samples",): ("components",), ("toys", "methods"): ("toys", "estimators")}
 
@@ -173,6 +185,11 @@ def normalise_layer(raw: Mapping[str, Any], *, source: str) -> dict[str, Any]:
         check_section(data["auc_study"], AUC_STUDY_FIELDS, source=source, prefix="auc_study.", require=False)
     if data.get("classifier") is not None:
         _classifier(data["classifier"], source=source)
+    if (data.get("ratio") or {}).get("classifier") is not None:
+        from ..train.settings import ClassifierSettings
+
+        _check_keys(data["ratio"]["classifier"], [f.name for f in dataclasses.fields(ClassifierSettings)],
+                    source=source, prefix="ratio.classifier.")
     if data.get("selection") is not None:
         _check_keys(data["selection"], _selection_keys(), source=source, prefix="selection.")
     return data
@@ -295,6 +312,11 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     classifier = _classifier({**t["classifier"], "seed": seed if own_seed is None else own_seed}, source=where)
     g, sm, tp, ty = t["generate"], t["smearing"], t["templates"], t["toys"]
     auc = _auc_study(t["auc_study"], t["classifier"], seed, where=where)
+    # the ratio networks: the study's classifier with ratio.classifier's overrides (seed included)
+    ratio_net = {**t["classifier"], **t["ratio"]["classifier"]}
+    if ratio_net.get("seed") is None:
+        ratio_net["seed"] = seed
+    ratio = RatioSettings(loss=t["ratio"]["loss"], classifier=_classifier(ratio_net, source=f"{where} (ratio.classifier)"))
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
@@ -311,7 +333,7 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
                          n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
                          batch_size=int(ty["batch_size"]), **nuisance),
-        auc_study=auc, estimates=frozen_view(t["estimates"] or {}),
+        auc_study=auc, estimates=frozen_view(t["estimates"] or {}), ratio=ratio,
     )
 
 

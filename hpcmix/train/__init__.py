@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from .losses import LOSSES, get_loss
 from .metrics import roc_auc
 from .settings import ClassifierSettings
 from .split import split_indices
@@ -18,6 +19,9 @@ _LAZY = {
     "Classifier": "fit",
     "TrainingResult": "fit",
     "load_classifier": "fit",
+    "load_ratio_network": "fit",
+    "RatioNetwork": "fit",
+    "build_ratio_model": "model",
     "make_callbacks": "fit",
     "predict": "fit",
     "train_classifier": "fit",
@@ -32,4 +36,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ClassifierSettings", "Standardiser", "roc_auc", "split_indices", *_LAZY]
+__all__ = ["LOSSES", "ClassifierSettings", "get_loss", "Standardiser", "roc_auc", "split_indices", *_LAZY]

@@ -10,7 +10,12 @@ EarlyStopping (best weights restored), and writes to ``out_dir``:
 - ``classifier.keras``: the Keras model (softmax over H, A);
 - ``standardiser.json``: mean/std per feature and the feature names;
 - ``history.json``: loss, accuracy, validation loss/accuracy and learning rate per epoch;
-- ``metrics.json``: ROC AUC on held-out events, sizes, device, epochs, samples/s, settings.
+- ``metrics.json``: ROC AUC on held-out events, sizes, device, epochs, samples/s, settings;
+- ``ratio.json`` (``loss`` given): the likelihood-ratio loss and its omega, for ``load_ratio_network``.
+
+With ``loss`` (a pair of ``hpcmix.train.losses``) the network ends in one linear unit u(x) trained
+on class-balanced (per-event weighted) samples so that u estimates omega(p_1 / p_0): a density-ratio
+network instead of a classifier; its metrics add the closure of r = omega^-1(u) on held-out events.
 
 ``predict(out_dir, x)`` / ``load_classifier(out_dir).predict(x)`` give the
 probability of A (class 1), in batches, from raw (unstandardised) features;
@@ -43,6 +48,8 @@ MODEL_FILE = "classifier.keras"
 STANDARDISER_FILE = "standardiser.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
+RATIO_FILE = "ratio.json"
+RATIO_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,9 @@ class TrainingResult:
     train_seconds: float
     # K > 2: {class k: ROC AUC of s_k / (s_k + s_0) between classes k and 0}, on the roc_auc_sample
     roc_auc_vs_first: dict | None = None
+    # ratio networks: the likelihood-ratio loss, and the closure of r on the roc_auc_sample (both 1 if exact)
+    loss: str | None = None
+    closure: dict | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -147,8 +157,11 @@ def _check_inputs(x, y, feature_names, class_names=("H", "A"), what: str = "trai
 
 
 def _aucs(y, proba) -> tuple[float, dict | None]:
-    """ROC AUC of class 1 vs 0 (P(1) for two classes, s_1 / (s_1 + s_0) for K), and of every class vs 0."""
+    """ROC AUC of class 1 vs 0 (P(1) for two classes, s_1 / (s_1 + s_0) for K, u for a ratio network),
+    and of every class vs 0."""
     K = proba.shape[1]
+    if K == 1:
+        return roc_auc(y, proba[:, 0]), None
     if K == 2:
         return roc_auc(y, proba[:, 1]), None
     per = {}
@@ -157,6 +170,13 @@ def _aucs(y, proba) -> tuple[float, dict | None]:
         per[k] = roc_auc((y[keep] == k).astype(np.int8), pair_score(proba[keep], k, 0))
     return per[1], per
 
+
+def _closure(pair, u, y) -> dict:
+    """Mean of r over class-0 events and of 1 / r over class-1 events, with errors: both 1 for a true ratio."""
+    from ..stats.ratios import ratio_closure
+
+    r = pair.ratio(u)
+    return ratio_closure(r[y == 0], r[y == 1])
 
 
 # ---------------------------------------------------------------------------
@@ -173,10 +193,14 @@ def train_classifier(
     y_test: np.ndarray | None = None,
     progress: bool = True,
     class_names: Sequence[str] = ("H", "A"),
+    loss: str | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train the classifier on ``x`` (n_events, n_features), labels ``y`` (0 = H, 1 = A).
 
     ``class_names``: one name per label (len K >= 2: a K-way softmax); the default is the paper's pair.
+    ``loss``: a likelihood-ratio loss name (two classes): train a ratio network u ~ omega(p_1 / p_0)
+    instead, on ``weights`` (per event, default 1) balanced so each class weighs the same.
 
     ``settings`` is the study's (``Study.classifier``, seed filled in).  The ROC
     AUC in ``metrics.json`` is computed on ``x_test``/``y_test`` when given
@@ -190,7 +214,16 @@ def train_classifier(
     class_names = tuple(str(c) for c in class_names)
     if len(class_names) < 2 or len(set(class_names)) != len(class_names):
         raise ValueError(f"class_names must be at least two distinct names, got {list(class_names)}")
+    pair = None
+    if loss is not None:
+        from .losses import get_loss
+
+        pair = get_loss(loss)
+        if len(class_names) != 2:
+            raise ValueError(f"a likelihood-ratio loss compares two samples, got classes {list(class_names)}")
     x, y, names = _check_inputs(x, y, feature_names, class_names)
+    if weights is not None and pair is None:
+        raise ValueError("event weights are used by the likelihood-ratio losses only; give loss=... or no weights")
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
     out_dir = os.fspath(out_dir)
@@ -212,7 +245,22 @@ def train_classifier(
     standardiser.transform(x_train, out=x_train)
     standardiser.transform(x_val, out=x_val)
 
-    model = build_model(len(names), settings, n_classes=len(class_names))
+    fit_weights = {}
+    if pair is not None:
+        from .losses import class_balanced_weights
+        from .model import build_ratio_model
+
+        w = None if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+        if w is not None and w.shape != y.shape:
+            raise ValueError(f"{w.size} weights for {y.size} events")
+        w_train = class_balanced_weights(y_train, None if w is None else w[train_idx]).astype(np.float32)
+        w_val = class_balanced_weights(y_val, None if w is None else w[val_idx]).astype(np.float32)
+        fit_weights = {"sample_weight": w_train}
+        validation = (x_val, y_val, w_val)
+        model = build_ratio_model(len(names), settings, loss=pair.name)
+    else:
+        validation = (x_val, y_val)
+        model = build_model(len(names), settings, n_classes=len(class_names))
     timer = EpochTimer()
     callbacks = make_callbacks(settings, verbose=1 if progress else 0) + [timer]
     t0 = time.perf_counter()
@@ -222,8 +270,9 @@ def train_classifier(
             y_train,
             batch_size=settings.batch_size,
             epochs=settings.max_epochs,
-            validation_data=(x_val, y_val),
+            validation_data=validation,
             shuffle=True,
+            **fit_weights,
             callbacks=callbacks,
             verbose=2 if progress else 0,
         )
@@ -239,6 +288,7 @@ def train_classifier(
     with device.scope():
         p_val = _predict_standardised(model, x_val, settings.predict_batch_size)
     auc_val, per_val = _aucs(y_val, p_val)
+    closure = None if pair is None else _closure(pair, p_val[:, 0], y_val)
     n_test = 0
     if x_test is not None:
         x_test, y_test, _ = _check_inputs(x_test, y_test, names, class_names, "test set")
@@ -246,6 +296,8 @@ def train_classifier(
         with device.scope():
             p_test = _predict_raw(model, standardiser, x_test, settings.predict_batch_size)
         (auc, per), auc_sample = _aucs(y_test, p_test), "test"
+        if pair is not None:
+            closure = _closure(pair, p_test[:, 0], y_test)
     else:
         auc, per, auc_sample = auc_val, per_val, "validation"
     _say(
@@ -274,7 +326,12 @@ def train_classifier(
         samples_per_second=samples_per_second,
         train_seconds=float(train_seconds),
         roc_auc_vs_first=None if per is None else {class_names[k]: float(v) for k, v in per.items()},
+        loss=None if pair is None else pair.name,
+        closure=closure,
     )
+    if pair is not None:
+        _write_json(os.path.join(out_dir, RATIO_FILE), {"format": RATIO_FORMAT, "loss": pair.name,
+                                                         "omega": pair.omega, "class_names": list(class_names)})
     metrics_path = _write_json(
         os.path.join(out_dir, METRICS_FILE),
         {
@@ -329,9 +386,63 @@ class Classifier:
         return self.predict_proba(x, feature_names=feature_names)[:, 1]
 
 
+@dataclass(frozen=True)
+class RatioNetwork:
+    """A trained likelihood-ratio network: ``output(x)`` is u ~ omega(r), ``ratio(x)`` is r = p_1 / p_0."""
+
+    model: keras.Model
+    standardiser: Standardiser
+    loss: str
+    class_names: tuple[str, str]
+    batch_size: int = 65536
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.standardiser.names
+
+    @property
+    def pair(self):
+        from .losses import get_loss
+
+        return get_loss(self.loss)
+
+    def output(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
+        """u(x) (float32, shape (n_events,)) for raw features ``x``."""
+        self.standardiser.check_names(feature_names)
+        if not hasattr(x, "shape") or len(x.shape) != 2:
+            raise ValueError(f"x must be a 2-d array (n_events, n_features), got {getattr(x, 'shape', x)!r}")
+        return _predict_raw(self.model, self.standardiser, x, self.batch_size)[:, 0]
+
+    def ratio(self, x: np.ndarray, *, feature_names: Sequence[str] | None = None) -> np.ndarray:
+        """r(x) = omega^-1(u(x)), clipped to [1 / RATIO_CLIP, RATIO_CLIP] (float64)."""
+        return self.pair.ratio(self.output(x, feature_names=feature_names))
+
+
+def load_ratio_network(model_dir: str | os.PathLike, *, batch_size: int | None = None) -> RatioNetwork:
+    """Load a network ``train_classifier(..., loss=...)`` wrote (``ratio.json`` names its loss)."""
+    model_dir = os.fspath(model_dir)
+    path = os.path.join(model_dir, RATIO_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{model_dir} holds no likelihood-ratio network (no {RATIO_FILE}): it is a classifier; "
+                         "load it with load_classifier")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("format") != RATIO_FORMAT:
+        raise ValueError(f"{path}: format {meta.get('format')!r}, this hpcmix reads {RATIO_FORMAT}; retrain the network")
+    # prediction only: no optimizer or loss object is needed
+    model = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE), compile=False)
+    standardiser = Standardiser.load(os.path.join(model_dir, STANDARDISER_FILE))
+    return RatioNetwork(model=model, standardiser=standardiser, loss=str(meta["loss"]),
+                        class_names=tuple(meta["class_names"]),
+                        batch_size=int(batch_size or ClassifierSettings().predict_batch_size))
+
+
 def load_classifier(model_dir: str | os.PathLike, *, batch_size: int | None = None) -> Classifier:
     """Load ``classifier.keras`` and ``standardiser.json`` from ``model_dir``."""
     model_dir = os.fspath(model_dir)
+    if os.path.exists(os.path.join(model_dir, RATIO_FILE)):
+        raise ValueError(f"{model_dir} holds a likelihood-ratio network, not a classifier: load it with "
+                         "load_ratio_network")
     model = keras.saving.load_model(os.path.join(model_dir, MODEL_FILE))
     standardiser = Standardiser.load(os.path.join(model_dir, STANDARDISER_FILE))
     if batch_size is None:
@@ -405,9 +516,11 @@ def _versions() -> dict[str, str]:
 __all__ = [
     "Classifier",
     "Device",
+    "RatioNetwork",
     "EpochTimer",
     "TrainingResult",
     "load_classifier",
+    "load_ratio_network",
     "make_callbacks",
     "predict",
     "split_indices",

@@ -24,6 +24,8 @@ from .settings import ClassifierSettings
 #: name of the output layer; ``model.get_layer(OUTPUT_NAME)`` is the softmax
 OUTPUT_NAME = "probabilities"
 INPUT_NAME = "features"
+#: name of the ratio network's output layer (one linear unit u = omega(r))
+RATIO_OUTPUT_NAME = "omega"
 N_CLASSES = 2
 
 
@@ -48,25 +50,15 @@ def _activation(settings: ClassifierSettings, index: int) -> keras.layers.Layer:
     return keras.layers.Activation(settings.activation, name=f"{settings.activation}_{index}")
 
 
-def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_classes: int = N_CLASSES
-                ) -> keras.Model:
-    """The compiled classifier for ``n_inputs`` standardised features and ``n_classes`` outputs.
-
-    ``settings`` ``None`` means ``ClassifierSettings()`` (the paper's
-    network).  Layers are named ``dense_<i>``, ``batch_norm_<i>``,
-    ``leaky_relu_<i>`` and ``dropout_<i>`` (i = 0, 1, ... over the hidden
-    blocks; the output block is ``dense_out``, ``batch_norm_out`` and
-    ``probabilities``).
-    """
-    if settings is None:
-        settings = ClassifierSettings()
+def _check_inputs(n_inputs) -> int:
     if isinstance(n_inputs, bool) or int(n_inputs) != n_inputs or n_inputs < 1:
         raise ValueError(f"n_inputs must be a positive integer, got {n_inputs!r}")
-    n_inputs = int(n_inputs)
-    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 2:
-        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-    seed = settings.seed
+    return int(n_inputs)
 
+
+def _hidden_stack(n_inputs: int, settings: ClassifierSettings):
+    """The input and the last hidden block's output: the part every hpcmix network shares."""
+    seed = settings.seed
     inputs = keras.Input(shape=(n_inputs,), name=INPUT_NAME, dtype="float32")
     h = inputs
     for i, units in enumerate(settings.hidden_layers):
@@ -82,10 +74,29 @@ def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_
                 seed=None if seed is None else int(seed) + 7 * (i + 1),
                 name=f"dropout_{i}",
             )(h)
+    return inputs, h
+
+
+def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_classes: int = N_CLASSES
+                ) -> keras.Model:
+    """The compiled classifier for ``n_inputs`` standardised features and ``n_classes`` outputs.
+
+    ``settings`` ``None`` means ``ClassifierSettings()`` (the paper's
+    network).  Layers are named ``dense_<i>``, ``batch_norm_<i>``,
+    ``leaky_relu_<i>`` and ``dropout_<i>`` (i = 0, 1, ... over the hidden
+    blocks; the output block is ``dense_out``, ``batch_norm_out`` and
+    ``probabilities``).
+    """
+    if settings is None:
+        settings = ClassifierSettings()
+    n_inputs = _check_inputs(n_inputs)
+    if isinstance(n_classes, bool) or int(n_classes) != n_classes or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    inputs, h = _hidden_stack(n_inputs, settings)
     n_hidden = len(settings.hidden_layers)
     h = keras.layers.Dense(
         int(n_classes),
-        kernel_initializer=_initializer(settings.initializer, seed, n_hidden),
+        kernel_initializer=_initializer(settings.initializer, settings.seed, n_hidden),
         name="dense_out",
     )(h)
     if settings.batch_norm and settings.output_batch_norm:
@@ -98,4 +109,25 @@ def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
+    return model
+
+
+def build_ratio_model(n_inputs: int, settings: ClassifierSettings | None = None, *, loss: str) -> keras.Model:
+    """The paper's hidden layers ending in one linear unit u(x), compiled with a likelihood-ratio loss.
+
+    ``loss`` names a pair of ``hpcmix.train.losses``; the trained u estimates omega(r), r the density
+    ratio of class 1 to class 0 (log r, or r for ``square``). No batch normalisation on the output:
+    u is a free real number, not the input of a softmax.
+    """
+    from .losses import get_loss
+
+    if settings is None:
+        settings = ClassifierSettings()
+    pair = get_loss(loss)
+    inputs, h = _hidden_stack(_check_inputs(n_inputs), settings)
+    u = keras.layers.Dense(1, kernel_initializer=_initializer(settings.initializer, settings.seed,
+                                                              len(settings.hidden_layers)),
+                           name=RATIO_OUTPUT_NAME, dtype="float32")(h)
+    model = keras.Model(inputs, u, name="hpcmix_ratio_network")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=pair.keras())
     return model

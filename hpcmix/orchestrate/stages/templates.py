@@ -6,8 +6,12 @@ nn: KDEs of the network output on the template split (events the network did not
 one per component (the network separates the pair; every component gets a template of its output).
 nn_multiclass / nn_pairwise (nuisance components only): per non-reference component k an output
 y_k (s_k / (s_k + s_ref) of the K-class network, or P(k) of the k-vs-reference network), calibrated
-into a density ratio by KDEs of y_k on the template split (hpcmix.stats.RatioComponents); the
-closure of every ratio on the test split goes into the record.
+into a density ratio by KDEs of y_k on the template split (hpcmix.stats.RatioComponents).
+ratio (any K): per non-reference component the output u_k of its likelihood-ratio network, taken
+as r_k = omega^-1(u_k) with no templates (hpcmix.stats.DirectRatioTemplates / DirectRatioComponents;
+the template split gives only the positivity nodes and the bound's quadrature); ratio_calibrated:
+r_k / (1 + r_k) calibrated by KDEs as the classifiers' outputs are (KDETemplates for two components).
+The closure of every ratio on the test split goes into the record.
 The folder holds ``templates.npz`` and ``test_pool.npz`` (versioned npz, hpcmix.store.artefacts).
 """
 
@@ -19,7 +23,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ...study.model import ESTIMATORS, NETWORK_ESTIMATORS, RATIO_ESTIMATORS, SMEARED, Study, TemplateSettings
+from ...study.model import (ESTIMATORS, LEARNED_RATIO_ESTIMATORS, NETWORK_ESTIMATORS, RATIO_ESTIMATORS, SMEARED, Study,
+                             TemplateSettings)
 from ...train.metrics import pair_score as _pair_score
 from ..executor import Task
 from ..record import StageRecord, address
@@ -45,12 +50,17 @@ class Templates:
     predict_batch_size: int = 65536
     # nn_pairwise: ((nuisance, model address, model folder), ...): each nuisance against the reference
     pairwise: tuple[tuple[str, str, str], ...] = ()
+    # ratio / ratio_calibrated: ((component, model address, model folder), ...): each non-reference
+    # component's likelihood-ratio network against the reference
+    ratio_models: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def inputs(self) -> dict:
         inputs = {"events": self.events, "model": self.model}
         if self.pairwise:
             inputs["pairwise_models"] = {k: a for k, a, _ in self.pairwise}
+        if self.ratio_models:
+            inputs["ratio_models"] = {k: a for k, a, _ in self.ratio_models}
         return inputs
 
     def slice(self) -> dict:
@@ -62,6 +72,8 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
     """The template settings an estimator uses (so a KDE setting never reruns the phi* templates)."""
     if estimator == "phi_star":
         return {}        # closed-form model: no template settings (positivity_grid is for analytic templates)
+    if estimator == "ratio":
+        return {}        # the networks' ratios are used as they are: no KDE
     if estimator in NETWORK_ESTIMATORS:
         return {k: v for k, v in asdict(settings).items() if k != "positivity_grid"}
     raise ValueError(f"unknown estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
@@ -69,21 +81,23 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
 
 def item(study: Study, *, estimator: str, smearing: str, events: str, model_address: str | None = None,
          model_folder: str | None = None, root: str | None = None, folder: str | None = None,
-         pairwise: Sequence[tuple[str, str, str]] = ()) -> Templates:
+         pairwise: Sequence[tuple[str, str, str]] = (),
+         ratio_models: Sequence[tuple[str, str, str]] = ()) -> Templates:
     """The templates item; the models (their addresses and folders) are inputs like the event store."""
     settings = estimator_settings(estimator, study.templates)
     components = study.fit_components   # the pair for two components: their addresses are unchanged
     slice_ = {"estimator": estimator, "smearing": smearing, "components": list(components), "templates": settings}
     t = Templates(estimator=estimator, smearing=smearing, components=components, settings=settings, folder="",
                   address="", events=events, model=model_address, model_folder=model_folder,
-                  predict_batch_size=study.classifier.predict_batch_size, pairwise=tuple(pairwise))
+                  predict_batch_size=study.classifier.predict_batch_size, pairwise=tuple(pairwise),
+                  ratio_models=tuple(ratio_models))
     addr = address(NAME, VERSION, slice_, t.inputs)
     return replace(t, folder=folder or os.path.join(root, addr), address=addr)
 
 
 def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) -> dict[tuple[str, str], Templates]:
     """One item per (estimator, smearing variant); ``models``: the train stage's Models by label."""
-    from .train import multiclass_label, pairwise_label
+    from .train import multiclass_label, pairwise_label, ratio_label
 
     def one(est, sm):
         m = {"nn": models.get(sm), "nn_pairwise": models.get(sm),
@@ -92,8 +106,13 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) 
         if est == "nn_pairwise":
             pairwise = tuple((k, models[pairwise_label(k, sm)].address, models[pairwise_label(k, sm)].folder)
                              for k in study.nuisances)
+        ratio_models = ()
+        if est in LEARNED_RATIO_ESTIMATORS:
+            ratio_models = tuple((k, models[ratio_label(k, sm)].address, models[ratio_label(k, sm)].folder)
+                                 for k in study.fit_components[1:])
         return item(study, estimator=est, smearing=sm, events=events, root=root, pairwise=pairwise,
-                    model_address=m.address if m else None, model_folder=m.folder if m else None)
+                    model_address=m.address if m else None, model_folder=m.folder if m else None,
+                    ratio_models=ratio_models)
 
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
 
@@ -117,7 +136,13 @@ def _values(store, t: Templates, split: str, clf=None) -> list[np.ndarray]:
     out = []
     for c in t.components:
         x = store.features(c, split, smeared=smeared, names=names)
-        if t.estimator == "nn_multiclass":
+        if t.estimator in LEARNED_RATIO_ESTIMATORS:
+            # u_k of every network (ratio), or r_k / (1 + r_k) for the KDE calibration (ratio_calibrated)
+            cols = [clf[k].output(x).astype(float) for k in t.components[1:]]
+            if t.estimator == "ratio_calibrated":
+                cols = [clf[k].pair.score(u) for k, u in zip(t.components[1:], cols)]
+            out.append(cols[0] if len(t.components) == 2 else np.stack(cols, axis=-1))
+        elif t.estimator == "nn_multiclass":
             proba = clf.predict_proba(x)
             out.append(np.stack([_pair_score(proba, k, 0) for k in range(1, len(t.components))], axis=-1))
         else:   # nn_pairwise: clf is {component: classifier of it against the reference}
@@ -136,7 +161,14 @@ def _common_inputs(clf) -> list[str]:
 
 
 def _classifiers(t: Templates):
-    from ...train.fit import load_classifier
+    from ...train.fit import load_classifier, load_ratio_network
+
+    if t.estimator in LEARNED_RATIO_ESTIMATORS:
+        nets = {k: load_ratio_network(folder, batch_size=t.predict_batch_size) for k, _, folder in t.ratio_models}
+        if len({n.loss for n in nets.values()}) != 1:
+            raise ValueError(f"the ratio networks of {t.folder} were trained with different losses "
+                             f"{sorted({n.loss for n in nets.values()})}; retrain them")
+        return nets
 
     if t.estimator == "nn_pairwise":
         clf = {t.components[1]: load_classifier(t.model_folder, batch_size=t.predict_batch_size)}
@@ -164,12 +196,18 @@ def build(store, t: Templates):
                                       np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)]), None
     clf = _classifiers(t)
     values = _values(store, t, "template", clf)
+    if t.estimator == "ratio":
+        from ...stats.ratios import DirectRatioComponents, DirectRatioTemplates
+
+        loss = next(iter(clf.values())).loss
+        cls = DirectRatioComponents if many else DirectRatioTemplates
+        return cls(dict(zip(t.components, values)), loss=loss), clf
     s = dict(t.settings)
     s["clip"] = s.pop("logit_clip")
-    if t.estimator in RATIO_ESTIMATORS:
+    if t.estimator in RATIO_ESTIMATORS or (many and t.estimator == "ratio_calibrated"):
         from ...stats.ratios import RatioComponents
 
-        method = "multiclass" if t.estimator == "nn_multiclass" else "pairwise"
+        method = {"nn_multiclass": "multiclass", "nn_pairwise": "pairwise"}.get(t.estimator, "likelihood_ratio")
         return RatioComponents(dict(zip(t.components, values)), method=method, **s), clf
     if many:
         return KDEComponents(dict(zip(t.components, values)), **s), clf
@@ -191,14 +229,22 @@ def templates_task(t: Templates, store_path: str) -> dict:
     if len(t.components) > 2:
         # the limits of alpha depend on the nuisance fractions: the fit takes the support nodes
         info = {**templates.info(), "support_nodes": int(templates.support_nodes().shape[0])}
-        if t.estimator in RATIO_ESTIMATORS:
+        if t.estimator in RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS:
             # held-out events: the mean of r_k over reference events and of 1 / r_k over k events are 1
             info["closure"] = templates.closure(dict(zip(t.components, test)))
     else:
         if t.estimator == "phi_star":
             info = {"a": templates.a, "a_err": templates.a_err, "c": templates.c}
+        elif t.estimator == "ratio":
+            info = templates.info()
         else:
             info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
+        if t.estimator in LEARNED_RATIO_ESTIMATORS:
+            from ...stats.ratios import ratio_closure
+
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r0, r1 = (np.divide(*templates.densities(v)) for v in test)   # p_1 / p_0 at each pool's events
+            info["closure"] = {t.components[1]: ratio_closure(r0, r1)}
         lo, hi = templates.positivity_limits()
         info["positivity_limits"] = [float(lo), float(hi)]
     info["pool_sizes"] = {c: int(v.size) for c, v in zip(t.components, test)}
@@ -207,6 +253,8 @@ def templates_task(t: Templates, store_path: str) -> dict:
         paths["model"] = os.path.abspath(t.model_folder)
     if t.pairwise:
         paths["pairwise_models"] = {k: os.path.abspath(folder) for k, _, folder in t.pairwise}
+    if t.ratio_models:
+        paths["ratio_models"] = {k: os.path.abspath(folder) for k, _, folder in t.ratio_models}
     rec = StageRecord(stage=NAME, address=t.address, version=VERSION, settings=t.slice(),
                       inputs=t.inputs, paths=paths, info=info)
     return rec.write(t.folder).to_json()

@@ -2,7 +2,9 @@
 
 Per smearing variant: the paper's H-vs-A network (``nn``, and the pair classifier of ``nn_pairwise``:
 one model, one address), one binary network per nuisance against the reference component
-(``nn_pairwise``) and one K-class network (``nn_multiclass``). Each is one task on the training pool.
+(``nn_pairwise``), one K-class network (``nn_multiclass``), and for ``ratio`` / ``ratio_calibrated``
+one likelihood-ratio network per component but the reference (its density ratio to the reference,
+trained with ``ratio.loss``; both estimators share them). Each is one task on the training pool.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...study.model import SMEARED, Study
+from ...study.model import LEARNED_RATIO_ESTIMATORS, SMEARED, Study
 from ...train.settings import ClassifierSettings
 from ..executor import Task
 from ..record import StageRecord, address
@@ -27,8 +29,8 @@ VERSION = 1
 class Model:
     """One classifier to train: where it goes and what its address covers."""
 
-    label: str                       # the smearing variant, "auc:<input set>", "multiclass:<smearing>"
-                                     # or "pairwise:<component>:<smearing>"
+    label: str                       # the smearing variant, "auc:<input set>", "multiclass:<smearing>",
+                                     # "pairwise:<component>:<smearing>" or "ratio:<component>:<smearing>"
     smearing: str
     inputs: tuple[str, ...]
     settings: ClassifierSettings
@@ -36,24 +38,33 @@ class Model:
     folder: str
     address: str
     events: str                      # the event store's address
+    loss: str | None = None          # a likelihood-ratio loss: a ratio network (output u ~ omega(p_1 / p_0))
 
     def slice(self) -> dict:
-        return {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.to_dict(),
-                "components": list(self.components)}
+        out = {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.to_dict(),
+               "components": list(self.components)}
+        if self.loss is not None:   # classifiers keep their addresses
+            out["loss"] = self.loss
+        return out
 
 
 def model(study: Study, *, label: str, smearing: str, inputs: Sequence[str], settings: ClassifierSettings,
           events: str, root: str | None = None, folder: str | None = None,
-          components: Sequence[str] | None = None) -> Model:
-    """The item for one classifier (of ``components``, default the pair); its folder is ``root/<address>`` unless given."""
+          components: Sequence[str] | None = None, loss: str | None = None) -> Model:
+    """The item for one classifier (of ``components``, default the pair), or with ``loss`` one ratio network;
+    its folder is ``root/<address>`` unless given."""
     m = Model(label=label, smearing=smearing, inputs=tuple(inputs), settings=settings,
-              components=tuple(components or study.pair), folder="", address="", events=events)
+              components=tuple(components or study.pair), folder="", address="", events=events, loss=loss)
     addr = address(NAME, VERSION, m.slice(), {"events": events})
     return Model(**{**m.__dict__, "address": addr, "folder": folder or os.path.join(root, addr)})
 
 
 def pairwise_label(component: str, smearing: str) -> str:
     return f"pairwise:{component}:{smearing}"
+
+
+def ratio_label(component: str, smearing: str) -> str:
+    return f"ratio:{component}:{smearing}"
 
 
 def multiclass_label(smearing: str) -> str:
@@ -75,6 +86,12 @@ def plan(study: Study, *, events: str, root: str) -> dict[str, Model]:
                 one(pairwise_label(k, sm), (study.pair[0], k))
         if "nn_multiclass" in est:
             one(multiclass_label(sm), study.fit_components)
+        if est & set(LEARNED_RATIO_ESTIMATORS):
+            for k in study.fit_components[1:]:   # r_k = p_k / p_ref, label 1 = k, label 0 the reference
+                models[ratio_label(k, sm)] = model(
+                    study, label=ratio_label(k, sm), smearing=sm, inputs=study.network_inputs,
+                    settings=study.ratio.classifier, events=events, root=root,
+                    components=(study.fit_components[0], k), loss=study.ratio.loss)
     if study.auc_study is not None:
         a = study.auc_study
         for label, inputs in a.sets:
@@ -113,11 +130,13 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     x, y = labelled_features(store, m.components, "train", smeared=smeared, names=m.inputs)
     x_test, y_test = labelled_features(store, m.components, "test", smeared=smeared, names=m.inputs)
     result = train_classifier(x, y, feature_names=list(m.inputs), out_dir=m.folder, settings=m.settings,
-                              x_test=x_test, y_test=y_test, progress=progress, class_names=m.components)
+                              x_test=x_test, y_test=y_test, progress=progress, class_names=m.components, loss=m.loss)
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
                                             "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
     if result.roc_auc_vs_first is not None:
         info["roc_auc_vs_first"] = result.roc_auc_vs_first
+    if m.loss is not None:   # held-out test events: the mean of r over reference events and of 1 / r over k's
+        info.update(loss=m.loss, closure={m.components[1]: result.closure})
     info["worker"] = worker_info()
     if info["worker"]["slurm_job_id"]:
         # what SLURM itself says this job holds (scontrol), not what we asked for

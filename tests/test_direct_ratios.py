@@ -91,7 +91,7 @@ def test_square_loss_ratios_are_the_output_itself():
     np.testing.assert_allclose(t.ratio(u), u / t.norm)
     assert t.info()["omega"] == "ratio"
     # a non-positive output is no ratio: it is clipped at the lower end, never negative
-    assert 0.0 < t.ratio(np.array([-0.3]))[0] == pytest.approx(1.0 / RATIO_CLIP / t.norm)
+    assert t.ratio(np.array([-0.3]))[0] == pytest.approx(1.0 / RATIO_CLIP / t.norm, rel=1e-12, abs=0)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,7 @@ def test_k_component_fit_with_direct_ratios(three):
             for c, v in sample(6000, 8, names=("H", "A", "Z")).items()}
     for c in three.closure(held).values():
         assert abs(c["mean_r_on_reference"] - 1) < 4 * c["mean_r_on_reference_err"] + 0.02
+        assert abs(c["mean_inverse_r_on_component"] - 1) < 4 * c["mean_inverse_r_on_component_err"] + 0.02
 
 
 def test_round_trips_are_bit_identical(pair, three, tmp_path):
@@ -133,6 +134,11 @@ def test_round_trips_are_bit_identical(pair, three, tmp_path):
     save_templates(tmp_path / "three", three, components=("H", "A", "Z"))
     back3 = load_templates(tmp_path / "three")
     assert isinstance(back3, DirectRatioComponents) and back3.norms == three.norms
+    assert back3.support == three.support == (float(three.nodes.min()), float(three.nodes.max()))
+    # a stored normalisation that is not its nodes' mean ratio is refused
+    with pytest.raises(ValueError, match="not the mean"):
+        DirectRatioComponents.from_arrays({**three.to_arrays(), "norms": np.array([1.0, 5.0])},
+                                          components=("H", "A", "Z"), settings=three.settings)
     y = np.stack([log_ratio(np.linspace(-4, 4, 101), k) for k in ("A", "Z")], axis=-1)
     assert np.array_equal(back3.densities(y), three.densities(y))
     assert np.array_equal(back3.support_nodes(), three.support_nodes())
@@ -150,6 +156,6 @@ def test_bad_input_is_named():
         DirectRatioComponents({"H": np.zeros((5, 2)), "A": np.zeros((5, 1)), "Z": np.zeros((5, 2))}, loss="kl")
     # a stored normalisation that is no mean of ratios
     t = DirectRatioTemplates({"H": good, "A": good + 1}, loss="exponential")
-    with pytest.raises(ValueError, match="retrain"):
-        DirectRatioTemplates.from_arrays({**t.to_arrays(), "norm": np.asarray(0.0)}, components=("H", "A"),
+    with pytest.raises(ValueError, match="not the mean ratio"):
+        DirectRatioTemplates.from_arrays({**t.to_arrays(), "norm": np.asarray(5.0)}, components=("H", "A"),
                                          settings=t.settings)

@@ -232,9 +232,9 @@ _DELETE = object()
     ("generate.speed", 3, r"unknown field 'generate.speed'"),
     ("toys.alpha", [1.5], r"field 'toys.alpha' has value \[1.5\].*numbers in \[0, 1\]"),
     ("toys.n_events", [0], r"field 'toys.n_events'.*integers >= 1"),
-    ("toys.estimators", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn', 'nn_multiclass', 'nn_pairwise'\]"),
+    ("toys.estimators", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn', 'nn_multiclass', 'nn_pairwise', 'ratio', 'ratio_calibrated'\]"),
     # the old name is still read; the error names the field by its new name
-    ("toys.methods", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn', 'nn_multiclass', 'nn_pairwise'\]"),
+    ("toys.methods", ["bdt"], r"field 'toys.estimators' has value \['bdt'\].*\['phi_star', 'nn', 'nn_multiclass', 'nn_pairwise', 'ratio', 'ratio_calibrated'\]"),
     ("toys.n_toys", 0, r"field 'toys.n_toys' has value 0 .*integer >= 1"),
     ("smearing", ["extreme"], r"field 'smearing.variants' has value \['extreme'\].*\['none', 'detector'\]"),
     ("components", ["H"], r"'components' needs at least two processes to mix, got \['H'\]"),

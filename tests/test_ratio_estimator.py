@@ -57,16 +57,20 @@ def test_ratio_estimators_sit_beside_nn_in_the_table(two):
     assert set(out.training) == {"none", "ratio:A:none"}
     info = out.training["ratio:A:none"]["info"]
     assert info["loss"] == "exponential" and 0.3 < info["roc_auc"] < 0.9
+    # a 2-epoch network on 600 events: its raw ratio closes to 10 % on the test split
     c = info["closure"]["A"]
-    assert c["mean_r_on_reference"] > 0 and c["mean_inverse_r_on_component"] > 0
+    assert abs(c["mean_r_on_reference"] - 1) < 0.1 and abs(c["mean_inverse_r_on_component"] - 1) < 0.1
     # the direct estimator's templates: no KDE, the normalisation and the held-out closure recorded
     rec = StageRecord.read(out.plan.templates[("ratio", "none")].folder, stage="templates")
     assert rec.settings["templates"] == {} and rec.info["loss"] == "exponential"
-    assert rec.info["normalisation"] > 0 and set(rec.info["closure"]) == {"A"}
+    assert set(rec.info["closure"]) == {"A"}
+    closure = rec.info["closure"]["A"]
+    for key in ("mean_r_on_reference", "mean_inverse_r_on_component"):
+        assert abs(closure[key] - 1) < 5 * closure[key + "_err"] + 0.02, closure
     assert set(rec.inputs["ratio_models"]) == {"A"}
     cal = StageRecord.read(out.plan.templates[("ratio_calibrated", "none")].folder, stage="templates")
     assert cal.inputs["ratio_models"] == rec.inputs["ratio_models"]   # both estimators share the network
-    assert "bandwidths" in cal.info
+    assert "bandwidths" in cal.info and np.isfinite(list(cal.info["closure"]["A"].values())).all()
 
 
 def test_the_fits_take_the_networks_ratios_at_the_test_events(two):
@@ -117,6 +121,7 @@ def test_adding_ratio_estimators_leaves_the_classifier_addresses_and_the_loss_mo
     ({"loss": "hinge"}, "ratio.loss"),
     ({"classifier": {"layers": [3]}}, "ratio.classifier.layers"),
     ({"lost": "kl"}, "ratio.lost"),
+    ({"classifier": {"output_batch_norm": True}}, "output_batch_norm is not used"),
 ])
 def test_bad_ratio_section_is_named(tmp_path, ratio, message):
     with pytest.raises(ConfigError, match=message):

@@ -81,12 +81,13 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
                      f"{', '.join(rounded)} events per component")
 
     for label, m in {**plan.models, **plan.auc_models}.items():
-        field = "auc_study.classifier.{}" if label.startswith("auc:") else "classifier.{}"
+        field = ("auc_study.classifier.{}" if label.startswith("auc:")
+                 else "ratio.classifier.{}" if m.loss is not None else "classifier.{}")
         p, n = training_split_problems(m, sizes["train"], field=field)
         problems += p
         notes += n
 
-    kde = sorted({k[0] for k in plan.templates if k[0] in NETWORK_ESTIMATORS})
+    kde = sorted({k[0] for k in plan.templates if k[0] in NETWORK_ESTIMATORS and k[0] != "ratio"})   # ratio: no KDE
     if kde and sizes["template"] < MIN_KDE_EVENTS:
         problems.append(f"generate.events.template = {study.generate.events['template']} gives "
                         f"{sizes['template']} template event(s) per component, but the KDE templates need at "

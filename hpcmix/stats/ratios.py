@@ -295,7 +295,12 @@ class DirectRatioTemplates(MixtureTemplates):
         if nodes.ndim != 1 or counts.shape != (2,) or int(counts.sum()) != nodes.size:
             raise ValueError(f"nodes {nodes.shape} and node_counts {counts.shape} do not fit two components")
         self = cls.__new__(cls)
-        self._setup(names, nodes, dict(zip(names, map(int, counts))), dict(settings), float(arrays["norm"]))
+        n0 = int(counts[0])
+        norm = float(np.mean(_loss(settings["loss"]).ratio(nodes[:n0])))
+        if norm != float(arrays["norm"]):
+            raise ValueError(f"the stored normalisation {float(arrays['norm'])!r} is not the mean ratio {norm!r} of "
+                             "its reference nodes")
+        self._setup(names, nodes, dict(zip(names, map(int, counts))), dict(settings), norm)
         return self
 
 
@@ -340,6 +345,11 @@ class DirectRatioComponents(RatioComponents):
     def method(self) -> str:
         return "likelihood_ratio"
 
+    @property
+    def support(self) -> tuple[float, float]:
+        """The range of the outputs u over the template events (u is any real number, not a probability)."""
+        return float(self.nodes.min()), float(self.nodes.max())
+
     def ratio(self, component, y) -> np.ndarray:
         k = self.components[self.index(component)]
         if k == self.reference:
@@ -379,5 +389,9 @@ class DirectRatioComponents(RatioComponents):
         self.components, self.calibrations, self.nodes = names, {}, nodes
         self.node_counts = {c: int(n) for c, n in zip(names, counts)}
         self.settings, self.pair = dict(settings), _loss(settings["loss"])
-        self._set_norms(arrays["norms"])
+        norms = self.pair.ratio(nodes[:self.node_counts[names[0]]]).mean(axis=0)
+        if not np.array_equal(norms, np.asarray(arrays["norms"], dtype=float)):
+            raise ValueError(f"the stored normalisations {np.asarray(arrays['norms']).tolist()} are not the mean "
+                             f"ratios {norms.tolist()} of their reference nodes")
+        self._set_norms(norms)
         return self

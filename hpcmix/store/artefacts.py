@@ -361,7 +361,7 @@ def _save_component_templates(folder, templates, components) -> str:
         grid_variable = "logit(y)" if templates.space == "logit" else "y"
         arrays = templates.to_arrays()
     elif isinstance(templates, RatioComponents):
-        grid_variable = "classifier outputs"
+        grid_variable = "network outputs u" if templates.kind == "direct_ratio_components" else "classifier outputs"
         arrays = templates.to_arrays()
     else:
         raise TypeError(f"cannot store {type(templates).__name__}: save_templates takes PhiStarComponents, "

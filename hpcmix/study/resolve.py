@@ -190,6 +190,9 @@ def normalise_layer(raw: Mapping[str, Any], *, source: str) -> dict[str, Any]:
 
         _check_keys(data["ratio"]["classifier"], [f.name for f in dataclasses.fields(ClassifierSettings)],
                     source=source, prefix="ratio.classifier.")
+        if "output_batch_norm" in data["ratio"]["classifier"]:
+            raise ConfigError(f"{source}: ratio.classifier.output_batch_norm is not used: a ratio network's output "
+                              "u is a free real number with no batch normalisation; remove it")
     if data.get("selection") is not None:
         _check_keys(data["selection"], _selection_keys(), source=source, prefix="selection.")
     return data

@@ -9,7 +9,7 @@ y_k (s_k / (s_k + s_ref) of the K-class network, or P(k) of the k-vs-reference n
 into a density ratio by KDEs of y_k on the template split (hpcmix.stats.RatioComponents).
 ratio (any K): per non-reference component the output u_k of its likelihood-ratio network, taken
 as r_k = omega^-1(u_k) with no templates (hpcmix.stats.DirectRatioTemplates / DirectRatioComponents;
-the template split gives only the positivity nodes and the bound's quadrature); ratio_calibrated:
+the template split gives only the normalisation, the positivity nodes and the bound's quadrature); ratio_calibrated:
 r_k / (1 + r_k) calibrated by KDEs as the classifiers' outputs are (KDETemplates for two components).
 The closure of every ratio on the test split goes into the record.
 The folder holds ``templates.npz`` and ``test_pool.npz`` (versioned npz, hpcmix.store.artefacts).
@@ -215,6 +215,20 @@ def build(store, t: Templates):
     return KDETemplates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)], **s), clf
 
 
+def _kde_closure(templates, test) -> dict:
+    """The closure of p_1 / p_0 of two KDE templates at the test events, clipped as every ratio is."""
+    from ...stats.ratios import RATIO_CLIP, ratio_closure
+
+    def r(v):
+        p1, p0 = templates.densities(v)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # a vanishing reference density: the upper clip; both vanishing: the lower one (as RatioComponents)
+            out = np.where(p0 > 0, p1 / p0, np.where(p1 > 0, RATIO_CLIP, 1.0 / RATIO_CLIP))
+        return np.clip(out, 1.0 / RATIO_CLIP, RATIO_CLIP)
+
+    return ratio_closure(r(test[0]), r(test[1]))
+
+
 def templates_task(t: Templates, store_path: str) -> dict:
     """Build one folder's templates, evaluate them on the test pool, write the record last."""
     from ...store import EventStore
@@ -239,12 +253,10 @@ def templates_task(t: Templates, store_path: str) -> dict:
             info = templates.info()
         else:
             info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
-        if t.estimator in LEARNED_RATIO_ESTIMATORS:
-            from ...stats.ratios import ratio_closure
-
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r0, r1 = (np.divide(*templates.densities(v)) for v in test)   # p_1 / p_0 at each pool's events
-            info["closure"] = {t.components[1]: ratio_closure(r0, r1)}
+        if t.estimator == "ratio":
+            info["closure"] = templates.closure(dict(zip(t.components, test)))
+        elif t.estimator == "ratio_calibrated":
+            info["closure"] = {t.components[1]: _kde_closure(templates, test)}
         lo, hi = templates.positivity_limits()
         info["positivity_limits"] = [float(lo), float(hi)]
     info["pool_sizes"] = {c: int(v.size) for c, v in zip(t.components, test)}

@@ -45,6 +45,7 @@ class Model:
                "components": list(self.components)}
         if self.loss is not None:   # classifiers keep their addresses
             out["loss"] = self.loss
+            out["classifier"].pop("output_batch_norm")   # a ratio network's output u has no batch norm
         return out
 
 

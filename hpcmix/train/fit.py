@@ -288,7 +288,6 @@ def train_classifier(
     with device.scope():
         p_val = _predict_standardised(model, x_val, settings.predict_batch_size)
     auc_val, per_val = _aucs(y_val, p_val)
-    closure = None if pair is None else _closure(pair, p_val[:, 0], y_val)
     n_test = 0
     if x_test is not None:
         x_test, y_test, _ = _check_inputs(x_test, y_test, names, class_names, "test set")
@@ -296,10 +295,10 @@ def train_classifier(
         with device.scope():
             p_test = _predict_raw(model, standardiser, x_test, settings.predict_batch_size)
         (auc, per), auc_sample = _aucs(y_test, p_test), "test"
-        if pair is not None:
-            closure = _closure(pair, p_test[:, 0], y_test)
     else:
         auc, per, auc_sample = auc_val, per_val, "validation"
+    # on the roc_auc_sample, as the AUC
+    closure = None if pair is None else _closure(pair, *((p_test[:, 0], y_test) if n_test else (p_val[:, 0], y_val)))
     _say(
         progress,
         f"hpcmix.train: {epochs_run} epochs (best {best_epoch}) on {device.label}, "

@@ -17,7 +17,10 @@ other jobs on a shared machine):
   per epoch on this machine: the figure that decides whether a larger batch
   (with a retuned learning rate) is worth it for the 4 M-event paper run;
 - ``inference``: forward pass only (``predict_on_batch``, 65536 rows), the
-  ceiling any training configuration could approach.
+  ceiling any training configuration could approach;
+- ``ratio@<default batch>``: a likelihood-ratio network (the reweighting stage's and the ratio
+  estimators', ``build_ratio_model`` with ``--ratio-loss``, one linear output, class-balanced
+  per-event weights) at the default batch: its cost against the classifier's.
 
 The device is pinned to the CPU (``CUDA_VISIBLE_DEVICES=""``) before
 TensorFlow is imported.
@@ -49,6 +52,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--reps", type=int, default=3, help="timed epochs per configuration")
     ap.add_argument("--baseline-batch", type=int, default=1024)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--ratio-loss", default="exponential", help="the likelihood-ratio network's loss")
     args = ap.parse_args(argv)
 
     import keras
@@ -56,7 +60,8 @@ def main(argv=None) -> dict:
 
     from hpcmix.study import resolve_study
     from hpcmix.train.device import detect_device
-    from hpcmix.train.model import build_model
+    from hpcmix.train.losses import class_balanced_weights
+    from hpcmix.train.model import build_model, build_ratio_model
 
     settings = resolve_study().classifier  # defaults < dask config; seed = the study seed
     keras.utils.set_random_seed(settings.seed)
@@ -70,6 +75,9 @@ def main(argv=None) -> dict:
     }
     models = {name: build_model(args.features, settings) for name in configs}
     infer_model = build_model(args.features, settings)
+    ratio_name = f"ratio@{settings.batch_size}"
+    ratio_model = build_ratio_model(args.features, settings, loss=args.ratio_loss)
+    weights = class_balanced_weights(y).astype(np.float32)
     infer_bs = settings.predict_batch_size
 
     cpu_seconds: dict[str, float] = {}
@@ -85,6 +93,10 @@ def main(argv=None) -> dict:
         return timed(name, lambda: models[name].fit(
             x, y, batch_size=configs[name], epochs=1, shuffle=True, verbose=0))
 
+    def ratio_epoch() -> float:
+        return timed(ratio_name, lambda: ratio_model.fit(
+            x, y, sample_weight=weights, batch_size=settings.batch_size, epochs=1, shuffle=True, verbose=0))
+
     def infer_pass() -> float:
         def work():
             for start in range(0, args.events, infer_bs):
@@ -94,15 +106,18 @@ def main(argv=None) -> dict:
     # warm-up: trace every function once
     for name in configs:
         train_epoch(name)
+    ratio_epoch()
     infer_pass()
     infer_pass()
 
     cpu_seconds.clear()
     samples: dict[str, list[float]] = {name: [] for name in configs}
     samples["inference"] = []
+    samples[ratio_name] = []
     for _ in range(args.reps):
         for name in configs:
             samples[name].append(train_epoch(name))
+        samples[ratio_name].append(ratio_epoch())
         samples["inference"].append(infer_pass())
 
     med = {name: statistics.median(v) for name, v in samples.items()}
@@ -127,6 +142,9 @@ def main(argv=None) -> dict:
         "ratio_default_over_baseline_best": best[default_name] / best[base_name],
         "ratio_default_over_baseline_cpu": per_cpu_s[default_name] / per_cpu_s[base_name],
         "ratio_default_over_inference": med[default_name] / med["inference"],
+        "ratio_loss": args.ratio_loss,
+        "ratio_network_over_classifier": med[ratio_name] / med[default_name],
+        "ratio_network_over_classifier_cpu": per_cpu_s[ratio_name] / per_cpu_s[default_name],
         "paper_epoch_minutes_default": PAPER_TRAIN_EVENTS / med[default_name] / 60,
         "paper_epoch_minutes_baseline": PAPER_TRAIN_EVENTS / med[base_name] / 60,
     }

@@ -16,6 +16,9 @@ import yaml
 
 _BUILTIN_FILE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "processes.yaml")
 _PROCESS_FIELDS = {"description", "resonance", "tau_chains", "profile", "settings"}
+#: a variant is another process with some Pythia settings changed (a tune, alpha_s, a PDF set):
+#: it takes everything else from the process it is a variant of (the reweighting stage's same process)
+_VARIANT_FIELDS = {"description", "variant_of", "settings"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,13 @@ class Process:
     description: str = ""
     tau_chains: tuple[tuple[int, ...], ...] | None = None
     profile: str | None = None
+    variant_of: str | None = None   # the process this one is a variant of (its settings come after that one's)
+    root: str | None = None         # a variant's first non-variant ancestor (not stored: variant_of says it)
+
+    @property
+    def physics_process(self) -> str:
+        """The process this sample is of: itself, or the one it is a variant of (followed to the root)."""
+        return self.root or self.name
 
     def as_dict(self) -> dict[str, Any]:
         # fields at their defaults stay out, so the stores of resonance processes keep their addresses
@@ -44,6 +54,8 @@ class Process:
             d["tau_chains"] = [list(c) for c in self.tau_chains]
         if self.profile is not None:
             d["profile"] = self.profile
+        if self.variant_of is not None:
+            d["variant_of"] = self.variant_of
         return d
 
 
@@ -78,13 +90,35 @@ class Catalogue:
         return self.common + self.profiles[profile] + proc.settings
 
 
-def _parse_process(name: str, spec: Any, source: str) -> Process:
+def _parse_variant(name: str, spec: Mapping[str, Any], base: Process | None, source: str) -> Process:
+    """A ``variant_of`` process: the base's tau origin and profile, the base's settings then its own."""
+    unknown = set(spec) - _VARIANT_FIELDS
+    if unknown:
+        raise ValueError(f"{source}: process {name!r} is a variant_of {spec['variant_of']!r}, which fixes where its "
+                         f"taus come from and its profile: remove {sorted(unknown)} (allowed: "
+                         f"{sorted(_VARIANT_FIELDS)}; the variant's settings are read after the base's)")
+    if base is None:
+        raise ValueError(f"{source}: process {name!r} is a variant_of {spec['variant_of']!r}, which is not a "
+                         "process defined before it (a built-in or one listed above it)")
+    settings = spec.get("settings", [])
+    if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or not settings:
+        raise ValueError(f"{source}: process {name!r}: a variant's settings must be a non-empty list of Pythia "
+                         "setting strings (what differs from its base, e.g. 'SpaceShower:alphaSvalue = 0.125')")
+    return Process(name=str(name), resonance=base.resonance, settings=base.settings + tuple(settings),
+                   description=str(spec.get("description", f"{base.name} with {'; '.join(settings)}")),
+                   tau_chains=base.tau_chains, profile=base.profile, variant_of=base.name,
+                   root=base.physics_process)
+
+
+def _parse_process(name: str, spec: Any, source: str, known: Mapping[str, Process] | None = None) -> Process:
+    if isinstance(spec, Mapping) and "variant_of" in spec:
+        return _parse_variant(name, spec, (known or {}).get(spec["variant_of"]), source)
     if not isinstance(spec, Mapping):
         raise ValueError(f"{source}: process {name!r} must be a mapping with fields {sorted(_PROCESS_FIELDS)}")
     unknown = set(spec) - _PROCESS_FIELDS
     if unknown:
         raise ValueError(f"{source}: process {name!r} has unknown field(s) {sorted(unknown)}; "
-                         f"allowed: {sorted(_PROCESS_FIELDS)}")
+                         f"allowed: {sorted(_PROCESS_FIELDS)} (or variant_of and settings, for a variant)")
     if "settings" not in spec:
         raise ValueError(f"{source}: process {name!r} is missing required field 'settings'")
     if (spec.get("resonance") is not None) == (spec.get("tau_chains") is not None):
@@ -124,7 +158,7 @@ def load_catalogue(extra: Mapping[str, Any] | None = None, *, source: str = "job
         raw = yaml.safe_load(f)
     processes = {n: _parse_process(n, s, _BUILTIN_FILE) for n, s in raw["processes"].items()}
     for name, spec in (extra or {}).items():
-        processes[name] = _parse_process(name, spec, source)
+        processes[name] = _parse_process(name, spec, source, processes)
     profiles = {k: tuple(v) for k, v in raw["profiles"].items()}
     for p in processes.values():
         if p.profile is not None and p.profile not in profiles:

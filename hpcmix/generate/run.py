@@ -49,7 +49,7 @@ def plan_generation(study) -> GenerationPlan:
     chunk_size, profile, seed = study.generate.chunk_size, study.generate.profile, study.seed
     max_tries_factor = study.generate.max_tries_factor
     splits = dict(study.generate.events)
-    samples = tuple(study.components)
+    samples = tuple(study.samples)   # the components, then any reweighting source or target
     from ..study.model import to_jsonable
 
     catalogue: Catalogue = load_catalogue(to_jsonable(study.processes))

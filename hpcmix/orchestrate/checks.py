@@ -95,7 +95,8 @@ def check_plan(plan: StudyPlan) -> tuple[str, ...]:
 
     pools = {c: sizes["test"] for c in study.components}
     p, n = toy_pool_problems(plan.cells, pools, zero=study.pair[0], one=study.pair[1], nuisances=study.nuisances,
-                             test_field=f"generate.events.test = {study.generate.events['test']}")
+                             test_field=f"generate.events.test = {study.generate.events['test']}",
+                             with_replacement=tuple(study.toys.weights))
     problems += p
     notes += n
 
@@ -162,8 +163,10 @@ def training_split_problems(m: Model, n_train: int, *, field: str = "classifier.
 
 
 def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: str, one: str,
-                      nuisances: Sequence[str] = (), test_field: str = "the test split") -> tuple[list[str], list[str]]:
-    """Every planned toy fits in the test pools: no event may appear twice in one toy.
+                      nuisances: Sequence[str] = (), test_field: str = "the test split",
+                      with_replacement: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Every planned toy fits in the test pools: no event may appear twice in one toy (but in the
+    pools of ``with_replacement``, drawn in proportion to weights, where events may repeat).
 
     The composition of each toy is the first draw of its batch's seeded stream
     (hpcmix.stats.toys.toy_counts, whose first draw is toy_composition's), so this is exactly
@@ -189,7 +192,7 @@ def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: 
         # mean uses of one pool event: toys x N x share / pool, the largest over the components
         use[key] = n_toys * c.n_events * max(truth[k] / max(pools[k], 1) for k in comps)
         top = need.setdefault(key, dict.fromkeys(comps, 0))
-        if c.n_events <= min(pools[k] for k in comps):
+        if c.n_events <= min((pools[k] for k in comps if k not in with_replacement), default=float("inf")):
             continue  # no toy can need more events of one component than it has in all
         if exact:
             for b, size in enumerate(c.batches):
@@ -205,7 +208,7 @@ def toy_pool_problems(cells: Iterable[Cell], pools: Mapping[str, int], *, zero: 
                 top[k] = max(top[k], min(int(stats.binom.isf(p, c.n_events, truth[k])), c.n_events))
     problems = []
     for (alpha, n_events, fractions), most in sorted(need.items()):
-        short = [(most[k], k) for k in (one, zero, *nuisances) if most[k] > pools[k]]
+        short = [(most[k], k) for k in (one, zero, *nuisances) if most[k] > pools[k] and k not in with_replacement]
         if short:
             what = " and ".join(f"{k} distinct {c} events (the {c} test pool holds {pools[c]})" for k, c in short)
             at = f"toys.alpha = {alpha:g}" + "".join(f", toys.fractions.{c} = {f:g}" for c, f in fractions)

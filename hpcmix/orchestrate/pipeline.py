@@ -21,6 +21,7 @@ from ..study.model import LEARNED_RATIO_ESTIMATORS, Study
 from . import stages
 from .lock import output_lock
 from .record import StageRecord, is_done
+from .stages import reweight as reweight_stage
 from .stages import templates as templates_stage
 from .stages import toys as toys_stage
 from .stages import train as train_stage
@@ -42,6 +43,7 @@ class StudyPlan:
     results: str
     report: str
     notes: tuple[str, ...] = ()                            # legal but wasteful settings (checks.py)
+    reweights: dict[str, reweight_stage.Reweighting] = field(default_factory=dict)   # weight name -> item
 
     @property
     def events_address(self) -> str:
@@ -53,7 +55,10 @@ class StudyPlan:
 
     def addresses(self) -> dict[str, Any]:
         """Every output's address, by stage (what the rerun test compares)."""
-        return {"generate": self.events_address,
+        out = {"generate": self.events_address}
+        if self.reweights:
+            out["reweight"] = {k: r.address for k, r in self.reweights.items()}
+        return {**out,
                 "train": {k: m.address for k, m in {**self.models, **self.auc_models}.items()},
                 "templates": {"/".join(k): t.address for k, t in self.templates.items()},
                 "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_label),
@@ -70,6 +75,8 @@ class StudyPlan:
                  f"  generate : {g.n_tasks} tasks, {len(g.layout.samples)} components x {g.layout.n_events} "
                  f"selected events ({', '.join(f'{k} {n * g.layout.chunk_size}' for k, n in g.layout.split_chunks)}), "
                  f"profile {g.layout.settings['profile']}",
+                 *([f"  reweight : {'; '.join(map(_describe_reweighting, self.reweights.values()))}"]
+                   if self.reweights else []),
                  f"  train    : {len(self.models)} classifier(s) ({', '.join(self.models) or 'none'}), "
                  f"{len(s.network_inputs)} inputs"
                  + (f"; AUC study: {len(self.auc_models)} more ({', '.join(self.auc_models)})"
@@ -96,6 +103,12 @@ class StudyPlan:
         models = list(self.models.values()) + list(self.auc_models.values())
         train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(m.components)
                     * (1 - m.settings.validation_fraction) for m in models) / est["training_samples_per_core_second"]
+        # reweighting: M networks on two samples' train splits, and two fresh networks on the template splits
+        t_start, t_stop = g.layout.split_ranges()["template"]
+        for r in self.reweights.values():
+            epochs = min(r.settings.classifier.max_epochs, int(est["training_epochs"]))
+            n = 2 * (len(r.networks) * (stop - start) + (2 * (t_stop - t_start) if r.settings.two_sample_test else 0))
+            train += epochs * n * (1 - r.settings.classifier.validation_fraction) / est["training_samples_per_core_second"]
         # a cell with nuisances fits its toys once per treatment, with the K-fraction fitter (far slower
         # per event: K densities, the positivity support, profiled nuisances)
         two = sum(c.n_events for c in self.cells if not c.has_nuisances) / est["toy_events_per_core_second"]
@@ -104,6 +117,12 @@ class StudyPlan:
         toys = self.study.toys.n_toys * (two + more)
         size = n_selected * est["store_bytes_per_event"]
         return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size)
+
+
+def _describe_reweighting(r) -> str:
+    w = r.settings
+    return (f"{w.name} ({w.source} -> {w.target}, {len(r.networks)} network(s), "
+            f"blinded {w.blind.describe() if w.blind else 'nothing'})")
 
 
 @dataclass(frozen=True)
@@ -135,12 +154,16 @@ def plan_study(study: Study) -> StudyPlan:
     every_model = train_stage.plan(study, events=events_address, root=os.path.join(out, "models"))
     models = {k: m for k, m in every_model.items() if not k.startswith("auc:")}
     auc_models = {k: m for k, m in every_model.items() if k.startswith("auc:")}
-    templates = templates_stage.plan(study, events=events_address, models=models, root=os.path.join(out, "templates"))
-    cells = toys_stage.plan(study, templates, root=os.path.join(out, "toys"))
+    reweights = reweight_stage.plan(study, events=events_address, root=os.path.join(out, "reweight"),
+                                    model_root=os.path.join(out, "models"))
+    templates = templates_stage.plan(study, events=events_address, models=models, root=os.path.join(out, "templates"),
+                                     reweights=reweights)
+    cells = toys_stage.plan(study, templates, root=os.path.join(out, "toys"), events_path=events,
+                            reweights=reweights)
     results = address("results", RESULTS_VERSION, {"poi": study.poi.name}, {c.address: c.address for c in cells})
     plan = StudyPlan(study=study, generation=generation, events=events, models=models, auc_models=auc_models,
                      templates=templates, cells=cells, results=os.path.join(out, "results", f"{results}.zarr"),
-                     report=os.path.join(out, "report"))
+                     report=os.path.join(out, "report"), reweights=reweights)
     return dataclasses.replace(plan, notes=check_plan(plan))
 
 
@@ -155,6 +178,7 @@ class StudyOutcome:
     notes: list[str] = field(default_factory=list)
     slurm_jobs: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> SLURM jobs that ran it
     training: dict[str, dict] = field(default_factory=dict)               # smearing -> train stage record
+    reweighting: dict[str, dict] = field(default_factory=dict)            # weight name -> reweight record
 
 
 def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
@@ -222,6 +246,32 @@ def run_train(models, store_path: str, executor, *, progress: bool, echo) -> dic
     return {m.label: StageRecord.read(m.folder, stage="train").to_json() for m in models}
 
 
+def run_reweight(items, store_path: str, executor, *, progress: bool, echo) -> dict[str, dict]:
+    """The reweighting stage: for each weight not complete, its networks, its weights chunk by chunk into
+    the store, then its summary; returns {name: record} of all of them."""
+    from ..store import EventStore
+
+    store = EventStore(store_path)
+    todo = [r for r in items if not reweight_stage.is_complete(r, store)]
+    for r in todo:   # on the client, before any of the weights' tasks
+        reweight_stage.check_training_events(store, r)
+    pairs = [(r, store_path) for r in todo]
+    for _ in executor.run(reweight_stage.training_tasks(pairs), stage="reweight", progress=progress):
+        pass
+    for r in todo:
+        store.create_weight(r.settings.source, r.name, r.weights_address, n_networks=len(r.networks),
+                            provenance=reweight_stage.provenance(r, store_path,
+                                                                 reweight_stage.control_factor(store, r)))
+    for _ in executor.run(reweight_stage.weight_tasks(pairs), stage="reweight", progress=progress, unit="chunk"):
+        pass
+    for _ in executor.run(reweight_stage.summary_tasks(pairs), stage="reweight", progress=progress):
+        pass
+    records = {r.name: StageRecord.read(r.folder, stage=reweight_stage.NAME).to_json() for r in items}
+    for name, rec in records.items():
+        echo(reweight_stage.describe_record(rec))
+    return records
+
+
 def run_templates(items, store_path: str, executor, *, progress: bool) -> dict[str, dict]:
     todo = [t for t in items if not is_done(t.folder, t.address)]
     for _ in executor.run(templates_stage.tasks(todo, store_path), stage="templates", progress=progress):
@@ -248,6 +298,17 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
         report = run_generation(plan.generation, plan.events, executor=executor, progress=progress)
     skipped["generate"], slurm_jobs["generate"] = report.chunks_skipped, report.slurm_jobs
     echo(report.format())
+
+    reweights = list(plan.reweights.values())
+    if reweights:
+        from ..store import EventStore
+
+        store = EventStore(plan.events)
+        skipped["reweight"] = sum(reweight_stage.is_complete(r, store) for r in reweights)
+        with _stage("reweight", seconds):
+            reweighting = run_reweight(reweights, plan.events, executor, progress=progress, echo=echo)
+    else:
+        reweighting = {}
 
     every = [*plan.models.values(), *plan.auc_models.values()]
     skipped["train"] = sum(is_done(m.folder, m.address) for m in every)
@@ -300,8 +361,16 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
     training = {k: records[k] for k in plan.models}
     slurm_jobs["train"] = tuple(sorted({r["info"]["worker"]["slurm_job_id"] for r in training.values()
                                         if r["info"]["worker"].get("slurm_job_id")}))
+    if reweighting:
+        from ..results.aggregate import reweight_table
+
+        text = reweight_table(reweighting)
+        with open(os.path.join(plan.report, "reweighting.md"), "w") as f:
+            f.write(text + "\n")
+        table = table + "\n\n" + text
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
-                        seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training)
+                        seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training,
+                        reweighting=reweighting)
 
 
 @contextlib.contextmanager

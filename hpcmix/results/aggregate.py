@@ -157,3 +157,40 @@ def auc_table(records: Mapping[str, Mapping], *, smearing: str) -> str:
         lines.append(f"| {label} | {len(rec['settings']['network_inputs'])} | {info['roc_auc']:.4f} | "
                      f"{info['epochs_run']} |")
     return "\n".join(lines)
+
+
+def reweight_table(records: Mapping[str, Mapping]) -> str:
+    """The reweighting stage's checks per weight, from its records (held-out test split)."""
+    if not records:
+        return ""
+
+    def pm(d, key):
+        return f"{d[key]:.3f} ± {d[key + '_err']:.3f}"
+
+    lines = ["Reweighting (held-out test split; docs/stages/reweight.md)",
+             "| weight | source -> target | blinded | networks | <r> on source | <1/r> on target | "
+             "two-sample AUC before | after | blinded share: source / reweighted / target | effective size |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, rec in records.items():
+        i = rec["info"]
+        ts = i.get("two_sample", {})
+
+        def auc(label, region="control"):
+            d = ts.get(label, {}).get(region)
+            return pm(d, "auc") if d else "-"
+
+        share = i.get("blinded_fraction")
+        share_text = (f"{pm(share, 'source')} / {pm(share, 'reweighted_source')} / {pm(share, 'target')}"
+                      if share else "-")
+        lines.append(f"| {name} | {i['source']} -> {i['target']} | {i['blind'] or '-'} | {len(i['networks'])} | "
+                     f"{pm(i['closure'], 'mean_r_on_reference')} | {pm(i['closure'], 'mean_inverse_r_on_component')} | "
+                     f"{auc('before')} | {auc('after')} | {share_text} | "
+                     f"{i['weights']['test']['effective_fraction']:.0%} |")
+    if any("blinded" in rec["info"].get("two_sample", {}).get("after", {}) for rec in records.values()):
+        lines += ["", "Two-sample AUC inside the blinded region (events no reweighting network trained on)",
+                  "| weight | before | after |", "|---|---|---|"]
+        for name, rec in records.items():
+            ts = rec["info"].get("two_sample", {})
+            if "blinded" in ts.get("after", {}):
+                lines.append(f"| {name} | {pm(ts['before']['blinded'], 'auc')} | {pm(ts['after']['blinded'], 'auc')} |")
+    return "\n".join(lines)

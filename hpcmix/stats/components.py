@@ -42,6 +42,8 @@ from .templates import (
     KDETemplate,
     PhiStarTemplates,
     _bandwidth,
+    check_weights,
+    weighted_quantile,
     kde_options,
     _to_estimation_space,
     fit_phi_star_templates,
@@ -300,7 +302,7 @@ class PhiStarComponents(ComponentTemplates):
         return self
 
 
-def fit_phi_star_components(values: Mapping, *, pair) -> PhiStarComponents:
+def fit_phi_star_components(values: Mapping, *, pair, weights: Mapping | None = None) -> PhiStarComponents:
     """phi* templates from each component's training events ({name: 1-D phi* values}, in component order).
 
     The pair (alpha = 0 name, alpha = 1 name) is fitted jointly by ``fit_phi_star_templates`` on
@@ -308,6 +310,8 @@ def fit_phi_star_components(values: Mapping, *, pair) -> PhiStarComponents:
     so ``pair_templates()`` equals that fit exactly. Every other component k gets the unbiased moment
     estimates b_k = 2 mean(cos phi*), s_k = 2 mean(sin phi*) (E[cos] = b/2, E[sin] = s/2 under
     (1 + b cos + s sin) / 2pi) with errors 2 std / sqrt(n); it needs >= 2 events.
+    ``weights`` ({component: per-event weights}): the weighted fit of the pair and weighted means
+    (their errors sqrt(sum w^2 (x - mean)^2) / sum w).
     """
     names = _names(values)
     pair = tuple(pair)
@@ -324,15 +328,32 @@ def fit_phi_star_components(values: Mapping, *, pair) -> PhiStarComponents:
         if arr.size < need:
             raise ValueError(f"component {c!r} has {arr.size} phi* event(s); need at least {need}")
         v[c] = arr
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"weights given for {unknown}, which are not components of {list(names)}")
+    w = {c: check_weights(weights[c], v[c].size, f"phi* events of component {c!r}") for c in weights}
     v0, v1 = v[pair[0]], v[pair[1]]
-    fit = fit_phi_star_templates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)])
+    pair_w = None
+    if set(w) & set(pair):
+        pair_w = np.concatenate([w.get(c, np.ones(v[c].size)) for c in pair])
+    fit = fit_phi_star_templates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)],
+                                 weights=pair_w)
     coefficients, errors = {}, {}
     for c in names:
         if c in pair:
             continue
         cs = np.stack([np.cos(v[c]), np.sin(v[c])])  # (2, n)
-        coefficients[c] = tuple(2.0 * cs.mean(axis=1))
-        errors[c] = tuple(2.0 * cs.std(axis=1, ddof=1) / np.sqrt(v[c].size))
+        if c not in w:
+            coefficients[c] = tuple(2.0 * cs.mean(axis=1))
+            errors[c] = tuple(2.0 * cs.std(axis=1, ddof=1) / np.sqrt(v[c].size))
+            continue
+        wc = w[c] / w[c].sum()
+        mean = cs @ wc
+        # the weighted mean's error sqrt(sum w^2 (x - mean)^2) / sum w (Kish's n_eff would assume
+        # weights independent of x)
+        coefficients[c] = tuple(2.0 * mean)
+        errors[c] = tuple(2.0 * np.sqrt(((cs - mean[:, None]) ** 2) @ (wc * wc)))
     return PhiStarComponents(pair, fit.a, fit.a_err, coefficients, {c: v[c].size for c in names},
                              components=names, coefficient_errors=errors)
 
@@ -363,11 +384,18 @@ class KDEComponents(ComponentTemplates):
     def __init__(self, values: Mapping, *, bandwidth=DEFAULT_BANDWIDTH, grid_size: int = DEFAULT_GRID_SIZE,
                  space: str = DEFAULT_SPACE, clip: float = DEFAULT_LOGIT_CLIP,
                  positivity_quantile: float = DEFAULT_POSITIVITY_QUANTILE, adaptive: bool = DEFAULT_ADAPTIVE,
-                 adaptive_classes: int = ADAPTIVE_CLASSES):
+                 adaptive_classes: int = ADAPTIVE_CLASSES, weights: Mapping | None = None):
         names = _names(values)
-        y = {}
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"weights given for {unknown}, which are not components of {list(names)}")
+        y, w = {}, {}
         for c in names:
             arr = np.asarray(values[c], dtype=float).ravel()
+            if c in weights:   # a weighted KDE of this component (KDETemplate); weight-0 events drop out
+                w[c] = check_weights(weights[c], arr.size, f"events of component {c!r}")
+                arr, w[c] = arr[w[c] > 0], w[c][w[c] > 0]
             if arr.size < 2:
                 raise ValueError(f"component {c!r} has {arr.size} event(s); a KDE template needs at least 2")
             if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > 1:
@@ -383,20 +411,24 @@ class KDEComponents(ComponentTemplates):
         h = {}
         for c in names:
             try:
-                h[c] = _bandwidth(z[c], bandwidth)
+                h[c] = _bandwidth(z[c], bandwidth, w.get(c))
             except ValueError as err:
                 raise ValueError(f"component {c!r}: {err}") from None
         # the shared grid, as KDETemplates: all events, the widest bandwidth (order-independent)
         grid = KDETemplate.default_grid(np.concatenate([z[c] for c in names]), max(h.values()), grid_size, space,
                                         adaptive=adaptive)
-        self.templates = {c: KDETemplate(y[c], bandwidth=h[c], grid=grid, **opts) for c in names}
+        self.templates = {c: KDETemplate(y[c], bandwidth=h[c], grid=grid, weights=w.get(c), **opts) for c in names}
         y_all = np.concatenate([y[c] for c in names])
         self.components = names
         self.space, self.clip, self.grid, self.adaptive = space, clip, grid, adaptive
         self.data_range = (float(y_all.min()), float(y_all.max()))
         self.positivity_quantile = q
-        self.positivity_range = (tuple(float(v) for v in np.quantile(y_all, [q, 1.0 - q])) if q > 0
-                                 else self.data_range)
+        if q > 0 and w:
+            w_all = np.concatenate([w.get(c, np.ones(y[c].size)) for c in names])
+            self.positivity_range = tuple(float(v) for v in weighted_quantile(y_all, w_all, [q, 1.0 - q]))
+        else:
+            self.positivity_range = (tuple(float(v) for v in np.quantile(y_all, [q, 1.0 - q])) if q > 0
+                                     else self.data_range)
         self.settings = settings
 
     @property

@@ -225,16 +225,20 @@ class PhiStarTemplates(MixtureTemplates):
                    c_err=float(arrays["c_err"]), n_events=int(arrays["n_events"]))
 
 
-def fit_phi_star_templates(phi_star, is_a, *, tol: float = 1e-12, max_iter: int = 100) -> PhiStarTemplates:
+def fit_phi_star_templates(phi_star, is_a, *, tol: float = 1e-12, max_iter: int = 100,
+                           weights=None) -> PhiStarTemplates:
     """Unbinned ML fit of a to labelled phi* values (c = 1/2pi by normalisation); error from curvature.
 
     Each event has density c + s a cos(phi*) with s = +1 for A, -1 for H, so
     ln L = sum ln(1 + 2 pi a t_i) + const with t_i = s_i cos(phi*_i): concave in a.
+    ``weights`` (per event): the weighted likelihood sum w_i ln(1 + a t_i), its error the sandwich
+    sqrt(sum w^2 u^2) / sum w u^2 (the curvature error for unit weights).
     """
     phi_star = np.asarray(phi_star, dtype=float)
     is_a = np.asarray(is_a, dtype=bool)
     if phi_star.shape != is_a.shape or phi_star.ndim != 1:
         raise ValueError(f"phi_star and is_a must be 1-D of one length, got {phi_star.shape} and {is_a.shape}")
+    weights = check_weights(weights, phi_star.size, "phi* events")
     if phi_star.size == 0:
         raise ValueError("no events to fit the phi* templates to")
     if not np.all(np.isfinite(phi_star)):
@@ -243,11 +247,13 @@ def fit_phi_star_templates(phi_star, is_a, *, tol: float = 1e-12, max_iter: int 
     t = np.where(is_a, 1.0, -1.0) * np.cos(phi_star) * TWO_PI  # ln L = sum ln(1 + a t)
     # moment estimate E[s cos] = pi a as the start; then safeguarded Newton inside |a| < c
     a_lim = c * (1 - 1e-12)
-    a = float(np.clip(np.mean(t) / (TWO_PI * np.pi), -0.5 * c, 0.5 * c))
+    w = np.ones_like(t) if weights is None else weights
+    mean_t = np.mean(t) if weights is None else (w * t).sum() / w.sum()
+    a = float(np.clip(mean_t / (TWO_PI * np.pi), -0.5 * c, 0.5 * c))
     lo, hi = -a_lim, a_lim
     for _ in range(max_iter):
         u = t / (1 + a * t)
-        g, h = u.sum(), -(u * u).sum()
+        g, h = (u.sum(), -(u * u).sum()) if weights is None else ((w * u).sum(), -(w * u * u).sum())
         if g > 0:
             lo = a
         else:
@@ -261,22 +267,55 @@ def fit_phi_star_templates(phi_star, is_a, *, tol: float = 1e-12, max_iter: int 
             break
         a = new
     u = t / (1 + a * t)
-    a_err = 1.0 / np.sqrt((u * u).sum())
+    if weights is None:
+        a_err = 1.0 / np.sqrt((u * u).sum())
+    else:
+        a_err = np.sqrt((w * w * u * u).sum()) / (w * u * u).sum()
     return PhiStarTemplates(a=float(a), a_err=float(a_err), c=c, n_events=int(phi_star.size))
 
 
 # --------------------------------------------------------------------------- KDE
 
 
-def _bandwidth(z: np.ndarray, bandwidth) -> float:
-    """Kernel width in the estimation space: a positive number, or the 'scott'/'silverman' rule."""
+def check_weights(weights, n: int, what: str = "events") -> np.ndarray | None:
+    """Per-event weights as float64 (None stays None): one per event, finite, >= 0, some positive."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=float).reshape(-1)
+    if w.size != n:
+        raise ValueError(f"{w.size} weights for {n} {what}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(f"weights of the {what} must be finite and >= 0, and not all zero")
+    return w
+
+
+def weighted_quantile(x: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
+    """Quantiles of weighted values: the inverse of the weighted empirical CDF at the midpoints of the
+    sorted events' weights (equal weights give numpy's 'linear' quantiles up to the end points)."""
+    order = np.argsort(x, kind="stable")
+    xs, ws = np.asarray(x, dtype=float)[order], np.asarray(weights, dtype=float)[order]
+    cdf = (np.cumsum(ws) - 0.5 * ws) / ws.sum()
+    return np.interp(q, cdf, xs)
+
+
+def _bandwidth(z: np.ndarray, bandwidth, weights: np.ndarray | None = None) -> float:
+    """Kernel width in the estimation space: a positive number, or the 'scott'/'silverman' rule
+    (with weights: the weighted spread and Kish's effective number of events)."""
     if isinstance(bandwidth, str):
-        n = z.size
-        sd = float(np.std(z, ddof=1)) if n > 1 else 0.0
+        if weights is None:
+            n = z.size
+            sd = float(np.std(z, ddof=1)) if n > 1 else 0.0
+        else:
+            w = weights
+            n = float(w.sum() ** 2 / (w * w).sum())
+            mean = float((w * z).sum() / w.sum())
+            var = float((w * (z - mean) ** 2).sum() / w.sum())
+            sd = float(np.sqrt(var * n / (n - 1))) if n > 1 else 0.0
         if bandwidth == "scott":
             h = 1.059 * sd * n ** (-0.2)
         elif bandwidth == "silverman":
-            q75, q25 = np.percentile(z, [75, 25])
+            q75, q25 = (np.percentile(z, [75, 25]) if weights is None
+                        else weighted_quantile(z, weights, [0.75, 0.25]))
             spread = min(sd, (q75 - q25) / 1.349) if q75 > q25 else sd
             h = 0.9 * spread * n ** (-0.2)
         else:
@@ -297,12 +336,15 @@ def _to_estimation_space(y, space: str, clip: float) -> np.ndarray:
     return special.logit(np.clip(y, clip, 1.0 - clip))
 
 
-def _linear_binning(z: np.ndarray, g0: float, dz: float, n: int) -> np.ndarray:
-    """Share each point between its two neighbouring grid nodes (second-order accurate binning)."""
+def _linear_binning(z: np.ndarray, g0: float, dz: float, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Share each point (its weight) between its two neighbouring grid nodes (second-order accurate binning)."""
     pos = (z - g0) / dz
     i = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
     frac = np.clip(pos - i, 0.0, 1.0)
-    return np.bincount(i, 1.0 - frac, minlength=n) + np.bincount(i + 1, frac, minlength=n)
+    lo, hi = 1.0 - frac, frac
+    if weights is not None:
+        lo, hi = lo * weights, hi * weights
+    return np.bincount(i, lo, minlength=n) + np.bincount(i + 1, hi, minlength=n)
 
 
 # FFT convolution leaves round-off of ~1e-15 x the largest value everywhere (measured: up to
@@ -339,7 +381,7 @@ def _smooth(counts: np.ndarray, h_nodes: float, reflect: bool) -> np.ndarray:
 
 
 def _abramson_factors(z: np.ndarray, grid: np.ndarray, pilot: np.ndarray,
-                      factor_range=None) -> tuple[np.ndarray, float]:
+                      factor_range=None, weights: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Abramson's square-root law: lambda_i = sqrt(g / f(z_i)), g the geometric mean of f at the events.
 
     ``pilot`` is the fixed-bandwidth estimate at the grid nodes (any normalisation: it cancels).
@@ -349,13 +391,13 @@ def _abramson_factors(z: np.ndarray, grid: np.ndarray, pilot: np.ndarray,
     f = np.interp(z, grid, pilot)
     f = np.maximum(f, FFT_FLOOR * pilot.max())
     log_f = np.log(f)
-    log_g = float(log_f.mean())
+    log_g = float(log_f.mean() if weights is None else (weights * log_f).sum() / weights.sum())
     lam = np.clip(np.exp(0.5 * (log_g - log_f)), *(factor_range or ADAPTIVE_FACTOR_RANGE))
     return lam, float(np.exp(log_g) / pilot.max())
 
 
 def _adaptive_smooth(z: np.ndarray, lam: np.ndarray, h_nodes: float, g0: float, dz: float, n: int,
-                     reflect: bool, n_classes: int = ADAPTIVE_CLASSES) -> np.ndarray:
+                     reflect: bool, n_classes: int = ADAPTIVE_CLASSES, weights: np.ndarray | None = None) -> np.ndarray:
     """Sum over events of Gaussians of width lam_i h (grid steps), by FFT in bandwidth classes.
 
     The classes are ``n_classes`` widths spaced geometrically over [min lam, max lam]. Each event
@@ -370,8 +412,9 @@ def _adaptive_smooth(z: np.ndarray, lam: np.ndarray, h_nodes: float, g0: float, 
     pos = (z - g0) / dz
     i = np.clip(np.floor(pos).astype(np.int64), 0, n - 2)
     frac = np.clip(pos - i, 0.0, 1.0)
+    ev = np.ones_like(frac) if weights is None else weights
     if lhi - llo < 1e-12 or n_classes < 2:
-        counts = np.bincount(i, 1.0 - frac, minlength=n) + np.bincount(i + 1, frac, minlength=n)
+        counts = np.bincount(i, ev * (1.0 - frac), minlength=n) + np.bincount(i + 1, ev * frac, minlength=n)
         return _smooth(counts, h_nodes * float(np.exp(0.5 * (llo + lhi))), reflect)
     widths = np.exp(np.linspace(llo, lhi, n_classes))
     t = (np.log(lam) - llo) / (lhi - llo) * (n_classes - 1)
@@ -380,10 +423,16 @@ def _adaptive_smooth(z: np.ndarray, lam: np.ndarray, h_nodes: float, g0: float, 
     w = np.clip((lam**2 - w2[k]) / (w2[k + 1] - w2[k]), 0.0, 1.0)
     idx = k * n + i
     size = n_classes * n
-    counts = (np.bincount(idx, (1.0 - w) * (1.0 - frac), minlength=size)
-              + np.bincount(idx + 1, (1.0 - w) * frac, minlength=size)
-              + np.bincount(idx + n, w * (1.0 - frac), minlength=size)
-              + np.bincount(idx + n + 1, w * frac, minlength=size)).reshape(n_classes, n)
+    if weights is None:
+        counts = (np.bincount(idx, (1.0 - w) * (1.0 - frac), minlength=size)
+                  + np.bincount(idx + 1, (1.0 - w) * frac, minlength=size)
+                  + np.bincount(idx + n, w * (1.0 - frac), minlength=size)
+                  + np.bincount(idx + n + 1, w * frac, minlength=size)).reshape(n_classes, n)
+    else:
+        counts = (np.bincount(idx, ev * (1.0 - w) * (1.0 - frac), minlength=size)
+                  + np.bincount(idx + 1, ev * (1.0 - w) * frac, minlength=size)
+                  + np.bincount(idx + n, ev * w * (1.0 - frac), minlength=size)
+                  + np.bincount(idx + n + 1, ev * w * frac, minlength=size)).reshape(n_classes, n)
     out = np.zeros(n)
     for c in range(n_classes):
         if counts[c].any():
@@ -408,12 +457,19 @@ class KDETemplate(Template):
     [0, clip] and [1 - clip, 1], so the density integrates to one on [0, 1].
     ``space='reflect'``: estimate in y with the data mirrored about 0 and 1.
     Use ``KDETemplates`` to build the A/H pair on one grid.
+
+    ``weights`` (per event, >= 0): a weighted KDE, each kernel carrying its event's weight (events of
+    weight 0 are left out); the bandwidth rules take the weighted spread and Kish's effective number
+    of events, the Abramson pilot the weighted geometric mean. ``n_events`` counts the events used.
     """
 
     def __init__(self, y, *, bandwidth=DEFAULT_BANDWIDTH, grid_size: int = DEFAULT_GRID_SIZE,
                  space: str = DEFAULT_SPACE, clip: float = DEFAULT_LOGIT_CLIP, grid=None,
-                 adaptive: bool = DEFAULT_ADAPTIVE, adaptive_classes: int = ADAPTIVE_CLASSES):
+                 adaptive: bool = DEFAULT_ADAPTIVE, adaptive_classes: int = ADAPTIVE_CLASSES, weights=None):
         y = np.asarray(y, dtype=float).ravel()
+        weights = check_weights(weights, y.size, "KDE template events")
+        if weights is not None:
+            y, weights = y[weights > 0], weights[weights > 0]
         if y.size < 2:
             raise ValueError(f"need at least 2 values for a KDE template, got {y.size}")
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
@@ -433,21 +489,21 @@ class KDETemplate(Template):
         self.n_events = y.size
         self.data_range = (float(y.min()), float(y.max()))
         z = self.transform(y)
-        self.bandwidth = _bandwidth(z, _given("bandwidth", bandwidth))
+        self.bandwidth = _bandwidth(z, _given("bandwidth", bandwidth), weights)
         if grid is None:
             grid = self.default_grid(z, self.bandwidth, grid_size, self.space, adaptive=self.adaptive)
         self.grid = np.asarray(grid, dtype=float)
         dz = self.grid[1] - self.grid[0]
         reflect = self.space == "reflect"
-        counts = _linear_binning(z, self.grid[0], dz, self.grid.size)
+        counts = _linear_binning(z, self.grid[0], dz, self.grid.size, weights)
         dens = _smooth(counts, self.bandwidth / dz, reflect=reflect)
         # (min, max) of the per-event kernel widths in units of the bandwidth; g / max(pilot)
         self.factor_range, self.pilot_geometric_mean = (1.0, 1.0), 1.0
         if self.adaptive:
-            lam, self.pilot_geometric_mean = _abramson_factors(z, self.grid, dens)
+            lam, self.pilot_geometric_mean = _abramson_factors(z, self.grid, dens, weights=weights)
             self.factor_range = (float(lam.min()), float(lam.max()))
             dens = _adaptive_smooth(z, lam, self.bandwidth / dz, self.grid[0], dz, self.grid.size, reflect,
-                                    n_classes)
+                                    n_classes, weights)
         if self.space == "logit":
             # mass beyond the clip points goes to the two end bins [0, clip] and [1 - clip, 1]
             z_lo, z_hi = special.logit(self.clip), special.logit(1.0 - self.clip)
@@ -598,11 +654,15 @@ class KDETemplates(MixtureTemplates):
     def __init__(self, y, is_a, *, bandwidth=DEFAULT_BANDWIDTH, grid_size: int = DEFAULT_GRID_SIZE,
                  space: str = DEFAULT_SPACE, clip: float = DEFAULT_LOGIT_CLIP,
                  positivity_quantile: float = DEFAULT_POSITIVITY_QUANTILE, adaptive: bool = DEFAULT_ADAPTIVE,
-                 adaptive_classes: int = ADAPTIVE_CLASSES):
+                 adaptive_classes: int = ADAPTIVE_CLASSES, weights=None):
         y = np.asarray(y, dtype=float).ravel()
         is_a = np.asarray(is_a, dtype=bool).ravel()
         if y.shape != is_a.shape:
             raise ValueError(f"y and is_a must have one length, got {y.shape} and {is_a.shape}")
+        # per-event weights (a weighted KDE per class; see KDETemplate): events of weight 0 drop out
+        weights = check_weights(weights, y.size, "KDE template events")
+        if weights is not None:
+            y, is_a, weights = y[weights > 0], is_a[weights > 0], weights[weights > 0]
         if not np.all(np.isfinite(y)) or y.min() < 0 or y.max() > 1:
             raise ValueError("KDE template values must be finite and inside [0, 1] (network outputs)")
         opts, settings = kde_options(bandwidth=bandwidth, grid_size=grid_size, space=space, clip=clip,
@@ -613,17 +673,22 @@ class KDETemplates(MixtureTemplates):
         space, clip, adaptive, grid_size = opts["space"], opts["clip"], opts["adaptive"], opts["grid_size"]
         bandwidth, q = settings["bandwidth"], settings["positivity_quantile"]
         z = _to_estimation_space(y, space, clip)
-        h = [_bandwidth(z[m], bandwidth) for m in (is_a, ~is_a)]
+        part = (lambda m: None) if weights is None else (lambda m: weights[m])  # noqa: E731
+        h = [_bandwidth(z[m], bandwidth, part(m)) for m in (is_a, ~is_a)]
         grid = KDETemplate.default_grid(z, max(h), grid_size, space, adaptive=adaptive)
-        self.template_a = KDETemplate(y[is_a], bandwidth=h[0], grid=grid, **opts)
-        self.template_h = KDETemplate(y[~is_a], bandwidth=h[1], grid=grid, **opts)
+        self.template_a = KDETemplate(y[is_a], bandwidth=h[0], grid=grid, weights=part(is_a), **opts)
+        self.template_h = KDETemplate(y[~is_a], bandwidth=h[1], grid=grid, weights=part(~is_a), **opts)
         self.space, self.clip, self.grid, self.adaptive = space, clip, grid, adaptive
         self.bandwidths = (h[0], h[1])
         self.data_range = (float(y.min()), float(y.max()))
         # the positivity rule is applied between these quantiles of the template events
         # (0: the full range they span, the paper's rule; > 0 ignores sparse outer tails)
         self.positivity_quantile = q
-        self.positivity_range = tuple(float(v) for v in np.quantile(y, [q, 1.0 - q])) if q > 0 else self.data_range
+        if q > 0:
+            quant = np.quantile(y, [q, 1.0 - q]) if weights is None else weighted_quantile(y, weights, [q, 1.0 - q])
+            self.positivity_range = tuple(float(v) for v in quant)
+        else:
+            self.positivity_range = self.data_range
         self.settings = settings
 
     def to_arrays(self, names=("h", "a")) -> dict[str, np.ndarray]:

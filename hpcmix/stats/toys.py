@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class ToyDraw:
     n_a: np.ndarray
     uses_a: np.ndarray
     uses_h: np.ndarray
+    effective_pool: Mapping[str, float] = field(default_factory=dict)   # weighted pools ("A" / "H")
 
     @property
     def n_toys(self) -> int:
@@ -83,7 +84,7 @@ class ToyDraw:
         """The same toys as a two-component :class:`MixtureDraw` (A first), for the shared bookkeeping."""
         return MixtureDraw(components=("A", "H"), index=self.index, component=(~self.is_a).astype(np.int8),
                            counts=np.column_stack([self.n_a, self.n_events - self.n_a]),
-                           uses=self.uses)
+                           uses=self.uses, effective_pool=dict(self.effective_pool))
 
     @property
     def mean_uses(self) -> float:
@@ -205,6 +206,9 @@ class MixtureDraw:
     component: np.ndarray
     counts: np.ndarray
     uses: Mapping[str, np.ndarray]
+    # components drawn in proportion to per-event weights (with replacement): their pools' Kish
+    # effective size sum(w)^2 / sum(w^2), to compare with the pool size
+    effective_pool: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def n_toys(self) -> int:
@@ -236,6 +240,9 @@ class MixtureDraw:
                f"mean uses per pool event {self.mean_uses:.2f}, max {self.max_uses}")
         if self.pool_smaller_than_needed:
             msg += f" - pool smaller than the toys need ({pool} < {need}): toys are not independent"
+        if self.effective_pool:
+            msg += "; drawn in proportion to weights (with replacement): " + ", ".join(
+                f"{c} effective pool {n:.0f} of {self.uses[c].size}" for c, n in self.effective_pool.items())
         return msg
 
     def gather(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -260,13 +267,30 @@ class MixtureDraw:
         return np.stack([self.gather({c: density[(t, c)] for c in self.components}) for t in order], axis=-1)
 
 
+def _weighted_rows(weights: np.ndarray, k: np.ndarray, width: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_rows, width) ints: row i starts with k[i] draws from range(len(weights)) with probability
+    proportional to the weights, with replacement (inverse CDF of uniforms); the rest -1."""
+    out = np.full((k.size, width), -1, dtype=np.int64)
+    kmax = int(k.max(initial=0))
+    if kmax == 0:
+        return out
+    cdf = np.cumsum(weights)
+    draws = np.searchsorted(cdf, rng.random((k.size, kmax)) * cdf[-1], side="right")
+    draws = np.minimum(draws, weights.size - 1)   # u * total rounding up to the last edge
+    out[:, :kmax] = np.where(np.arange(kmax)[None, :] < k[:, None], draws, -1)
+    return out
+
+
 def draw_mixture_toys(pools: Mapping[str, int], fractions: Mapping[str, float], *, n_events: int, n_toys: int,
-                      rng: np.random.Generator) -> MixtureDraw:
+                      rng: np.random.Generator, weights: Mapping[str, np.ndarray] | None = None) -> MixtureDraw:
     """Draw ``n_toys`` toys of ``n_events`` events with Multinomial(N, fractions) composition.
 
     ``fractions`` (their order is the draw order) must be >= 0 and sum to 1; ``pools`` gives
     each component's test-pool size. No pool event appears twice within one toy; a pool
     smaller than the events of its component one toy needs is a ValueError.
+    ``weights`` ({component: one weight per pool event}): that component's events are drawn with
+    probability proportional to their weight, with replacement (so an event may repeat within a
+    toy, and the pool size sets no limit); the effective pool size goes into the draw's note.
     """
     names = tuple(fractions)
     f = np.array([float(fractions[c]) for c in names])
@@ -287,9 +311,17 @@ def draw_mixture_toys(pools: Mapping[str, int], fractions: Mapping[str, float], 
     sizes = {c: int(pools[c]) for c in names}
     if any(n < 0 for n in sizes.values()):
         raise ValueError("pool sizes must be >= 0")
+    weighted = {}
+    for c, w in (weights or {}).items():
+        if c not in sizes:
+            raise ValueError(f"weights given for {c!r}, which is not a component of {list(names)}")
+        w = np.asarray(w, dtype=float).reshape(-1)
+        if w.size != sizes[c] or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+            raise ValueError(f"weights of {c} must be one finite weight >= 0 per pool event ({sizes[c]}), not all 0")
+        weighted[c] = w
     counts = toy_counts(rng, f, n_events=n_events, n_toys=n_toys)
     for k, c in enumerate(names):
-        if counts[:, k].max() > sizes[c]:
+        if c not in weighted and counts[:, k].max() > sizes[c]:
             raise ValueError(f"{c} pool has {sizes[c]} events but a toy needs {counts[:, k].max()} distinct {c} "
                              "events; enlarge the test pool or lower N")
     col = np.arange(n_events)[None, :]
@@ -298,29 +330,34 @@ def draw_mixture_toys(pools: Mapping[str, int], fractions: Mapping[str, float], 
     component = np.zeros((n_toys, n_events), dtype=np.int8)
     uses = {}
     for k, c in enumerate(names):
-        rows = _distinct_rows(sizes[c], counts[:, k], n_events, rng)
+        rows = (_weighted_rows(weighted[c], counts[:, k], n_events, rng) if c in weighted
+                else _distinct_rows(sizes[c], counts[:, k], n_events, rng))
         here = (col >= starts[:, k : k + 1]) & (col < starts[:, k : k + 1] + counts[:, k : k + 1])
         # component k's draws shifted to its columns
         shifted = np.take_along_axis(rows, np.clip(col - starts[:, k : k + 1], 0, n_events - 1), axis=1)
         index = np.where(here, shifted, index)
         component[here] = k
         uses[c] = np.bincount(index[here], minlength=sizes[c])
-    return MixtureDraw(components=names, index=index, component=component, counts=counts, uses=uses)
+    effective = {c: float(w.sum() ** 2 / (w * w).sum()) for c, w in weighted.items()}
+    return MixtureDraw(components=names, index=index, component=component, counts=counts, uses=uses,
+                       effective_pool=effective)
 
 
 def draw_toys(n_pool_a: int, n_pool_h: int, *, alpha: float, n_events: int, n_toys: int,
-              rng: np.random.Generator) -> ToyDraw:
+              rng: np.random.Generator, weights_a=None, weights_h=None) -> ToyDraw:
     """Draw ``n_toys`` toys of ``n_events`` events with Binomial(N, alpha) A events each.
 
     Returns pool positions per toy (``ToyDraw.index`` with ``is_a``) and reuse counts.
     Raises ValueError for alpha outside [0, 1], N < 1, n_toys < 1, or a pool smaller than
     the A (or H) events one toy needs (no event may appear twice in one toy). The
-    two-component case of :func:`draw_mixture_toys` (A drawn first).
+    two-component case of :func:`draw_mixture_toys` (A drawn first); ``weights_a`` / ``weights_h``
+    draw that pool in proportion to per-event weights, as there.
     """
     alpha = float(alpha)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha for toy generation must lie in [0, 1], got {alpha}")
+    weights = {k: w for k, w in (("A", weights_a), ("H", weights_h)) if w is not None}
     d = draw_mixture_toys({"A": n_pool_a, "H": n_pool_h}, {"A": alpha, "H": 1.0 - alpha}, n_events=n_events,
-                          n_toys=n_toys, rng=rng)
+                          n_toys=n_toys, rng=rng, weights=weights or None)
     return ToyDraw(index=d.index, is_a=d.component == 0, n_a=d.counts[:, 0], uses_a=d.uses["A"],
-                   uses_h=d.uses["H"])
+                   uses_h=d.uses["H"], effective_pool=d.effective_pool)

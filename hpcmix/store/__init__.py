@@ -19,7 +19,7 @@ from .artefacts import (
     save_test_pool,
     save_toy_batch,
 )
-from .events import EventStore, StoreLayout, StoreMismatchError
+from .events import WEIGHT_FORMAT, EventStore, StoreLayout, StoreMismatchError, UnknownWeightError
 
 __all__ = [
     "FRACTION_BATCH_FORMAT",
@@ -32,6 +32,8 @@ __all__ = [
     "PoolUses",
     "StoreLayout",
     "StoreMismatchError",
+    "UnknownWeightError",
+    "WEIGHT_FORMAT",
     "ToyBatch",
     "load_fraction_batch",
     "load_templates",

@@ -27,6 +27,15 @@ from ..physics.layout import P4, PARTICLES, TAUS, XYZ
 STORE_FORMAT = 1
 EVENT_ARRAYS = ("truth_p4", "truth_vertex", "features", "features_smeared")
 CHUNK_ARRAYS = ("cutflow", "pythia_seed", "sigma_gen", "sigma_err", "seconds", "digest", "chunk_done")
+#: the layout of a stored weight variable (<sample>/weights/<name>/<address>)
+WEIGHT_FORMAT = 1
+
+
+class UnknownWeightError(HpcmixError, KeyError):
+    """A weight name (or address) the store does not hold for that sample."""
+
+    def __str__(self) -> str:   # KeyError would quote the message
+        return str(self.args[0])
 
 
 class StoreMismatchError(HpcmixError, ValueError):
@@ -272,6 +281,123 @@ class EventStore:
                 raise ValueError(f"unknown feature(s) {missing}; the store has {list(self.layout.feature_names)}")
             var = var.sel(feature=list(names))
         return np.asarray(var.values, dtype=np.float32)
+
+    # -- weights: per-event variables computed after generation (the reweighting stage) ---------
+    # A weight lives in the sample's group at weights/<name>/<address>: ``value`` (event, network),
+    # one column per reweighting network, chunked as the events are so a task owns its chunk, and
+    # ``chunk_done`` written after each chunk's values. The group's attrs hold the provenance. The
+    # address is the reweighting stage's, so two settings of one name never overwrite each other.
+    @staticmethod
+    def _weight_path(sample: str, name: str, address: str) -> str:
+        return f"{sample}/weights/{name}/{address}"
+
+    def create_weight(self, sample: str, name: str, address: str, *, n_networks: int,
+                      provenance: Mapping[str, Any]) -> None:
+        """Lay out a weight variable (or keep it, when one of this address exists)."""
+        import zarr
+
+        self._group(sample)
+        path = self._weight_path(sample, name, address)
+        root = zarr.open_group(self.path, mode="r+")
+        try:
+            existing = root[path]
+            if dict(existing.attrs).get("hpcmix_weight", {}).get("format") == WEIGHT_FORMAT:
+                return
+        except KeyError:
+            pass
+        c, n = self.layout.chunk_size, self.layout.n_events
+        g = root.require_group(path)
+        g.create_array("value", shape=(n, n_networks), chunks=(c, n_networks), dtype="f8", fill_value=np.nan,
+                       dimension_names=("event", "network"), overwrite=True)
+        g.create_array("chunk_done", shape=(self.layout.n_chunks,), chunks=(1,), dtype="i1", fill_value=0,
+                       dimension_names=("chunk",), overwrite=True)
+        from .. import __version__
+
+        g.attrs["hpcmix_weight"] = {"format": WEIGHT_FORMAT, "name": name, "address": address, "sample": sample,
+                                    "n_networks": int(n_networks), "provenance": json.loads(json.dumps(provenance)),
+                                    "hpcmix_version": __version__}
+
+    def _weight_group(self, sample: str, name: str, address: str | None = None):
+        import zarr
+
+        self._group(sample)
+        held = self.weight_names(sample)
+        if name not in held:
+            raise UnknownWeightError(
+                f"sample {sample!r} of {self.path} holds no weight {name!r}; it holds "
+                f"{', '.join(sorted(held)) or 'no weights'} (weights are written by a job file's reweight: section)")
+        if address is None:
+            if len(held[name]) > 1:
+                raise UnknownWeightError(f"sample {sample!r} holds weight {name!r} at several addresses "
+                                         f"{held[name]}; give the address")
+            address = held[name][0]
+        elif address not in held[name]:
+            raise UnknownWeightError(f"sample {sample!r} holds weight {name!r} at {held[name]}, not at {address!r}; "
+                                     "run the reweighting stage of that study")
+        return zarr.open_group(self.path, mode="r", path=self._weight_path(sample, name, address))
+
+    def weight_names(self, sample: str) -> dict[str, list[str]]:
+        """{weight name: [addresses]} the sample holds."""
+        import zarr
+
+        g = self._group(sample)
+        try:
+            weights = g["weights"]
+        except KeyError:
+            return {}
+        out = {}
+        for name, sub in weights.groups():
+            out[name] = sorted(a for a, _ in sub.groups())
+        return {k: v for k, v in out.items() if v}
+
+    def weight_info(self, sample: str, name: str, address: str | None = None) -> dict[str, Any]:
+        """The weight's record: name, address, number of networks, provenance."""
+        return dict(self._weight_group(sample, name, address).attrs)["hpcmix_weight"]
+
+    def write_weight_chunk(self, sample: str, name: str, address: str, chunk: int, values: np.ndarray) -> None:
+        """Write one chunk's weights (chunk_size, n_networks), then mark it done."""
+        import zarr
+
+        g = zarr.open_group(self.path, mode="r+", path=self._weight_path(sample, name, address))
+        g["value"][self.chunk_slice(chunk)] = values
+        g["chunk_done"][chunk] = 1
+
+    def weight_done_chunks(self, sample: str, name: str, address: str) -> np.ndarray:
+        """Boolean per chunk: its weights are written (all False when the variable is not laid out)."""
+        try:
+            g = self._weight_group(sample, name, address)
+        except UnknownWeightError:
+            return np.zeros(self.layout.n_chunks, dtype=bool)
+        return g["chunk_done"][:] == 1
+
+    def weights(self, sample: str, name: str, split: str | None = None, *, address: str | None = None,
+                network: int | None = 0) -> np.ndarray:
+        """The weights of one sample (one split of it), float64: network 0's (n,), or every network's (n, M)
+        with ``network=None``. Refuses a variable with unwritten chunks in the range asked for."""
+        g = self._weight_group(sample, name, address)
+        start, stop = (0, self.layout.n_events) if split is None else self.layout.split_ranges()[split]
+        c = self.layout.chunk_size
+        missing = int((g["chunk_done"][start // c: stop // c] != 1).sum())
+        if missing:
+            raise ValueError(f"weight {name!r} of sample {sample!r} has {missing} unwritten chunk(s) in "
+                             f"{split or 'the sample'}; rerun the reweighting stage to finish it")
+        value = g["value"][start:stop]
+        return value if network is None else value[:, network]
+
+    def chunk_features(self, sample: str, chunk: int, *, smeared: bool, names=None) -> np.ndarray:
+        """Feature matrix of one finished chunk (chunk_size, n_features), float32 (read with zarr alone:
+        a task per chunk pays no xarray metadata pass)."""
+        g = self._group(sample)
+        region = self.chunk_slice(chunk)
+        if g["chunk_done"][chunk] != 1:
+            raise ValueError(f"sample {sample!r} chunk {chunk} is not generated yet; run 'hpcmix generate' first")
+        x = g["features_smeared" if smeared else "features"][region]
+        if names is not None:
+            missing = [n for n in names if n not in self.layout.feature_names]
+            if missing:
+                raise ValueError(f"unknown feature(s) {missing}; the store has {list(self.layout.feature_names)}")
+            x = x[:, [self.layout.feature_names.index(n) for n in names]]
+        return np.asarray(x, dtype=np.float32)
 
     def cutflow(self, sample: str) -> dict[str, int]:
         """Cut flow summed over the finished chunks."""

@@ -25,6 +25,9 @@ RATIO_ESTIMATORS = ("nn_multiclass", "nn_pairwise")
 #: estimators whose networks are trained with a likelihood-ratio loss (one per component but the
 #: reference, any K): ``ratio`` fits r = omega^-1(u) directly, ``ratio_calibrated`` after 1-D KDEs
 LEARNED_RATIO_ESTIMATORS = ("ratio", "ratio_calibrated")
+#: estimators whose templates take weighted events (templates.weights): KDEs and the phi* fit; the
+#: ratio-based templates' quadrature nodes do not carry weights yet
+WEIGHTED_TEMPLATE_ESTIMATORS = ("phi_star", "nn", "ratio_calibrated")
 #: estimators that use a trained network
 NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 SPLITS = ("train", "template", "test")
@@ -95,6 +98,8 @@ class TemplateSettings:
     logit_clip: float
     positivity_grid: int
     positivity_quantile: float
+    # component -> the name of a reweight: weight its template events carry (a weighted KDE / phi* fit)
+    weights: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 #: how a nuisance fraction (a component outside the parameter of interest) enters the fit
@@ -119,6 +124,9 @@ class ToySettings:
     n_events_of: str = "all"
     # nuisances that every fit treats one way, whatever the treatment (e.g. ttbar fixed: known well)
     treatment_of: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # component -> the name of a reweight: weight; its test-pool events are drawn with probability
+    # proportional to it (with replacement), so the toys follow the reweighted distribution
+    weights: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def total_events(self, n_events: int, fractions: Mapping[str, float]) -> int:
         """Events N of a test set at one grid point (``n_events_of``: signal scales n by 1 / (1 - sum f))."""
@@ -157,6 +165,54 @@ class RatioSettings:
 
 
 @dataclass(frozen=True)
+class BlindedRegion:
+    """Events with ``min <= feature < max`` (either edge may be open) are left out of training."""
+
+    feature: str
+    min: float | None = None
+    max: float | None = None
+
+    def mask(self, values):
+        """True for the events inside the region (values: the feature's column)."""
+        import numpy as np
+
+        inside = np.ones(np.shape(values), dtype=bool)
+        if self.min is not None:
+            inside &= values >= self.min
+        if self.max is not None:
+            inside &= values < self.max
+        return inside
+
+    def describe(self) -> str:
+        lo = "" if self.min is None else f"{self.min:g} <= "
+        hi = "" if self.max is None else f" < {self.max:g}"
+        return f"{lo}{self.feature}{hi}"
+
+
+@dataclass(frozen=True)
+class ReweightSettings:
+    """One named weight: networks learning r = f_target / f_source between two samples of one process."""
+
+    name: str                          # the weight's name in the event store (and in templates/toys)
+    source: str                        # the sample that gets the weights
+    target: str                        # the sample it is made to look like
+    smearing: str                      # the feature set of the networks' inputs and of the blinded cut
+    inputs: tuple[str, ...]            # the networks' inputs
+    loss: str                          # a pair of hpcmix.train.losses.LOSSES
+    networks: int                      # M networks (seeds classifier.seed + m): the network-choice systematic
+    blind: BlindedRegion | None        # events left out of training (their weights are still evaluated)
+    classifier: ClassifierSettings     # the study's classifier with reweight.<name>.classifier's overrides
+    different_processes: bool = False  # source and target of different processes, on purpose
+    two_sample_test: bool = True       # train fresh networks to tell target from source, before and after
+
+    def settings_slice(self) -> dict:
+        """What the weights depend on (not their name: renaming a weight does not recompute it)."""
+        return {"source": self.source, "target": self.target, "smearing": self.smearing,
+                "inputs": list(self.inputs), "loss": self.loss, "networks": self.networks,
+                "blind": None if self.blind is None else dataclasses.asdict(self.blind)}
+
+
+@dataclass(frozen=True)
 class Study:
     """Every setting of a study, fully resolved; what a stage computes depends on nothing else."""
 
@@ -178,6 +234,13 @@ class Study:
     auc_study: AUCStudy | None
     estimates: Mapping[str, Any]
     ratio: RatioSettings | None = None   # None: the package defaults (resolve_study fills it in)
+    reweight: tuple[ReweightSettings, ...] = ()   # named weights, in job-file order
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        """The event store's samples: the components, then the reweighting samples that are not components."""
+        extra = [s for w in self.reweight for s in (w.source, w.target) if s not in self.components]
+        return self.components + tuple(dict.fromkeys(extra))
 
     @property
     def pair(self) -> tuple[str, str]:
@@ -203,5 +266,5 @@ class Study:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["AUCStudy", "ESTIMATORS", "N_EVENTS_OF", "LEARNED_RATIO_ESTIMATORS", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "RatioSettings", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
+__all__ = ["AUCStudy", "BlindedRegion", "ReweightSettings", "WEIGHTED_TEMPLATE_ESTIMATORS", "ESTIMATORS", "N_EVENTS_OF", "LEARNED_RATIO_ESTIMATORS", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "RatioSettings", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
            "SmearingSettings", "Study", "TREATMENTS", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

@@ -9,6 +9,7 @@ and again once merged, before any cluster starts. Nothing downstream reads confi
 from __future__ import annotations
 
 import copy
+import json
 import dataclasses
 import os
 import re
@@ -73,6 +74,10 @@ TOP_FIELDS = {
                        default=None),
     "estimates": Field(_is_mapping, "a mapping of measured rates (hpcmix.yaml)", default=None),
     "ratio": Field(_is_mapping, "a mapping (loss, classifier)", default=None),
+    "reweight": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and isinstance(s, Mapping)
+                                                               for k, s in v.items()),
+                      "a mapping weight name -> {source, target, blind, ...} (docs/stages/reweight.md)",
+                      default=None),
 }
 POI_FIELDS = {
     "name": Field(is_str, "a non-empty string (the results' name for it)"),
@@ -104,6 +109,8 @@ TEMPLATE_FIELDS = {
     "logit_clip": Field(lambda v: is_positive_number(v) and v < 0.5, "a number in (0, 0.5)"),
     "positivity_grid": Field(lambda v: is_int(v, 101), "an integer >= 101"),
     "positivity_quantile": Field(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
+    "weights": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and is_str(n) for k, n in v.items()),
+                     "a mapping component -> weight name (a reweight: section whose source is that component)"),
 }
 TOYS_FIELDS = {
     "estimators": Field(_distinct_list(lambda v: v in ESTIMATORS), f"a non-empty list from {list(ESTIMATORS)}"),
@@ -122,6 +129,8 @@ TOYS_FIELDS = {
                               "a mapping component -> Gaussian constraint width (a number > 0)"),
     "treatment_of": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and t in TREATMENTS for k, t in v.items()),
                           f"a mapping nuisance component -> one of {list(TREATMENTS)} (its treatment in every fit)"),
+    "weights": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and is_str(n) for k, n in v.items()),
+                     "a mapping component -> weight name (its test-pool events drawn in proportion to the weight)"),
     "n_events_of": Field(lambda v: v in N_EVENTS_OF,
                          f"one of {list(N_EVENTS_OF)} (all: N = n_events; signal: N = n_events / (1 - nuisance "
                          "fractions))"),
@@ -129,6 +138,32 @@ TOYS_FIELDS = {
 RATIO_FIELDS = {
     "loss": Field(lambda v: v in _losses(), f"one of the likelihood-ratio losses ({', '.join(_losses())})"),
     "classifier": Field(_is_mapping, "a mapping of classifier settings (overrides for the ratio networks)"),
+}
+_is_bound = lambda v: v is None or _is_number(v)  # noqa: E731
+BLIND_FIELDS = {
+    "feature": Field(is_str, "a stored feature name (hpcmix.physics.features.FEATURE_NAMES), e.g. m_vis"),
+    "min": Field(_is_bound, "a number or null (no lower edge)", default=None),
+    "max": Field(_is_bound, "a number or null (no upper edge)", default=None),
+}
+REWEIGHT_FIELDS = {
+    "source": Field(is_str, "a process name (the sample that gets the weights)"),
+    "target": Field(is_str, "a process name (the sample the source is reweighted to)"),
+    "smearing": Field(lambda v: v in SMEARED, f"one of {list(SMEARED)} (the feature set the networks see)",
+                      default="detector"),
+    "inputs": Field(lambda v: v is None or _is_features(v),
+                    "a named input set, a list of feature names, or null (the study's features.network_inputs)",
+                    default=None),
+    "loss": Field(lambda v: v in _losses(), f"one of the likelihood-ratio losses ({', '.join(_losses())})",
+                  default="exponential"),
+    "networks": Field(lambda v: is_int(v, 1), "an integer >= 1 (networks with seeds seed, seed + 1, ...: the "
+                      "network-choice systematic)", default=1),
+    "blind": Field(lambda v: v is None or isinstance(v, Mapping), "a mapping (feature, min, max) or null",
+                   default=None),
+    "classifier": Field(_is_mapping, "a mapping of classifier settings (overrides for these networks)", default={}),
+    "different_processes": Field(lambda v: isinstance(v, bool), "true or false (source and target of different "
+                                 "processes on purpose)", default=False),
+    "two_sample_test": Field(lambda v: isinstance(v, bool), "true or false (fresh networks tell target from "
+                             "source before and after reweighting)", default=True),
 }
 AUC_STUDY_FIELDS = {
     "sets": Field(lambda v: isinstance(v, list) and len(v) > 0 and all(_is_features(x) for x in v),
@@ -195,6 +230,11 @@ def normalise_layer(raw: Mapping[str, Any], *, source: str) -> dict[str, Any]:
                               "u is a free real number with no batch normalisation; remove it")
     if data.get("selection") is not None:
         _check_keys(data["selection"], _selection_keys(), source=source, prefix="selection.")
+    for wname, section in (data.get("reweight") or {}).items():
+        check_section(section, REWEIGHT_FIELDS, source=source, prefix=f"reweight.{wname}.", require=False)
+        if section.get("blind") is not None:
+            check_section(section["blind"], BLIND_FIELDS, source=source, prefix=f"reweight.{wname}.blind.",
+                          require=False)
     return data
 
 
@@ -320,6 +360,17 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     if ratio_net.get("seed") is None:
         ratio_net["seed"] = seed
     ratio = RatioSettings(loss=t["ratio"]["loss"], classifier=_classifier(ratio_net, source=f"{where} (ratio.classifier)"))
+    reweight = tuple(_reweight(n, sec, catalogue=catalogue, classifier=t["classifier"], seed=seed, inputs=inputs,
+                               cuts=cuts, where=where) for n, sec in (t["reweight"] or {}).items())
+    seen = {}
+    for w in reweight:
+        key = json.dumps(w.settings_slice(), sort_keys=True)
+        if key in seen:
+            raise ConfigError(f"{where}: 'reweight.{w.name}' has the same settings as 'reweight.{seen[key]}', so "
+                              "they would be the same weights; give one of them, or make them differ")
+        seen[key] = w.name
+    for section in ("templates", "toys"):
+        _check_weight_uses(section, t[section]["weights"], components, reweight, ty["estimators"], where=where)
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
@@ -332,12 +383,107 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
                                   charged_pion=frozen_view({k: float(v) for k, v in sm["charged_pion"].items()}),
                                   neutral_pion=frozen_view({k: float(v) for k, v in sm["neutral_pion"].items()})),
         network_inputs=inputs, classifier=classifier,
-        templates=TemplateSettings(**{k: tp[k] for k in TEMPLATE_FIELDS}),
+        templates=TemplateSettings(**{k: tp[k] for k in TEMPLATE_FIELDS if k != "weights"},
+                                   weights=frozen_view(dict(tp["weights"]))),
         toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
                          n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
-                         batch_size=int(ty["batch_size"]), **nuisance),
-        auc_study=auc, estimates=frozen_view(t["estimates"] or {}), ratio=ratio,
+                         batch_size=int(ty["batch_size"]), weights=frozen_view(dict(ty["weights"])), **nuisance),
+        auc_study=auc, estimates=frozen_view(t["estimates"] or {}), ratio=ratio, reweight=reweight,
     )
+
+
+def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweight, estimators, *,
+                       where: str) -> None:
+    """templates.weights / toys.weights: each a component of the study and a weight of its own sample."""
+    from .model import WEIGHTED_TEMPLATE_ESTIMATORS
+
+    by_name = {w.name: w for w in reweight}
+    for component, name in uses.items():
+        field_ = f"'{section}.weights.{component}'"
+        if component not in components:
+            raise ConfigError(f"{where}: {field_} names {component!r}, which is not a component of the study; "
+                              f"components: {list(components)}")
+        if name not in by_name:
+            raise ConfigError(f"{where}: {field_} asks for weight {name!r}, which no reweight: section makes; "
+                              f"weights of this study: {sorted(by_name) or 'none (add a reweight: section)'}")
+        if by_name[name].source != component:
+            raise ConfigError(f"{where}: {field_} asks for weight {name!r}, which weights the events of "
+                              f"{by_name[name].source!r}, not of {component!r}; use a weight whose source is "
+                              f"{component!r}")
+    if section == "templates" and uses:
+        many = len(components) > 2
+        bad = [e for e in estimators if e not in WEIGHTED_TEMPLATE_ESTIMATORS or (many and e == "ratio_calibrated")]
+        if bad:
+            raise ConfigError(f"{where}: 'templates.weights' weights template events, which the templates of "
+                              f"{bad} cannot take yet (their density ratios' quadrature nodes carry no weights); "
+                              f"weighted templates work for {list(WEIGHTED_TEMPLATE_ESTIMATORS)} "
+                              "(ratio_calibrated with two components): drop those estimators or the weights")
+
+
+def _reweight(name: str, section: Mapping[str, Any], *, catalogue, classifier: Mapping[str, Any], seed: int,
+              inputs: tuple[str, ...], cuts, where: str):
+    """One named weight, checked against the processes and the selection (before any cluster work)."""
+    from ..physics.features import FEATURE_NAMES, network_inputs
+    from .model import BlindedRegion, ReweightSettings
+
+    prefix = f"reweight.{name}"
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise ConfigError(f"{where}: weight name {name!r} ({prefix}) may hold only letters, digits and underscores "
+                          "(it names an array in the event store)")
+    s = check_section(section, REWEIGHT_FIELDS, source=where, prefix=f"{prefix}.")
+    procs = {}
+    for role in ("source", "target"):
+        try:
+            procs[role] = catalogue.get(s[role])
+        except ValueError as err:
+            raise ConfigError(f"{where}: field '{prefix}.{role}': {err}") from None
+    if s["source"] == s["target"]:
+        raise ConfigError(f"{where}: '{prefix}' reweights {s['source']!r} to itself; give a target of another "
+                          "configuration (a process with variant_of, e.g. other shower settings)")
+    a, b = procs["source"].physics_process, procs["target"].physics_process
+    if a != b and not s["different_processes"]:
+        raise ConfigError(
+            f"{where}: '{prefix}' reweights {s['source']!r} (process {a}) to {s['target']!r} (process {b}): "
+            "reweighting corrects one process's simulation, so source and target are normally two configurations "
+            f"of one process (define the target with 'variant_of: {a}'); if the two processes differ on purpose, "
+            f"set {prefix}.different_processes: true")
+    try:
+        net_inputs = inputs if s["inputs"] is None else tuple(network_inputs(s["inputs"]))
+    except ValueError as err:
+        raise ConfigError(f"{where}: field '{prefix}.inputs': {err}") from None
+    blind = None
+    if s["blind"] is not None:
+        b_ = check_section(s["blind"], BLIND_FIELDS, source=where, prefix=f"{prefix}.blind.")
+        if b_["feature"] not in FEATURE_NAMES:
+            raise ConfigError(f"{where}: field '{prefix}.blind.feature' is {b_['feature']!r}, not a stored feature; "
+                              f"choose one of {list(FEATURE_NAMES)}")
+        if b_["min"] is None and b_["max"] is None:
+            raise ConfigError(f"{where}: '{prefix}.blind' has neither min nor max, so it would blind every event; "
+                              "give the region's edges")
+        if b_["min"] is not None and b_["max"] is not None and not b_["min"] < b_["max"]:
+            raise ConfigError(f"{where}: '{prefix}.blind' has min {b_['min']} >= max {b_['max']}: an empty region; "
+                              "give min < max")
+        blind = BlindedRegion(feature=b_["feature"], min=None if b_["min"] is None else float(b_["min"]),
+                              max=None if b_["max"] is None else float(b_["max"]))
+        if blind.feature == "m_vis" and s["smearing"] == "none":
+            # the selection's m_vis window is on these very values: a region covering it removes every event
+            lo, hi = cuts.m_vis_min, cuts.m_vis_max
+            # the selection keeps lo <= m_vis < hi
+            if (blind.min is None or blind.min <= lo) and (blind.max is None or (hi is not None and blind.max >= hi)):
+                raise ConfigError(f"{where}: '{prefix}.blind' ({blind.describe()}) covers the whole selected m_vis "
+                                  f"range [{lo:g}, {'inf' if hi is None else f'{hi:g}'}) GeV, so it removes every "
+                                  "training event; blind a narrower window")
+    net = {**classifier, **s["classifier"]}
+    if "output_batch_norm" in s["classifier"]:
+        raise ConfigError(f"{where}: {prefix}.classifier.output_batch_norm is not used: a ratio network's output "
+                          "u is a free real number with no batch normalisation; remove it")
+    if net.get("seed") is None:
+        net["seed"] = seed
+    return ReweightSettings(name=name, source=s["source"], target=s["target"], smearing=s["smearing"],
+                            inputs=net_inputs, loss=s["loss"], networks=int(s["networks"]), blind=blind,
+                            classifier=_classifier(net, source=f"{where} ({prefix}.classifier)"),
+                            different_processes=bool(s["different_processes"]),
+                            two_sample_test=bool(s["two_sample_test"]))
 
 
 def _poi(section: Mapping[str, Any], components: tuple[str, ...], *, where: str) -> ParameterOfInterest:

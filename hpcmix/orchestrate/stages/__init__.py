@@ -7,8 +7,8 @@ task function that computes one item on a worker and writes its record (done.jso
 ``hpcmix run`` chains them (orchestrate/pipeline.py); each subcommand runs one.
 """
 
-from . import templates, toys, train
+from . import reweight, templates, toys, train
 
-VERSIONS = {m.NAME: m.VERSION for m in (train, templates, toys)}
+VERSIONS = {m.NAME: m.VERSION for m in (reweight, train, templates, toys)}
 
-__all__ = ["VERSIONS", "templates", "toys", "train"]
+__all__ = ["VERSIONS", "reweight", "templates", "toys", "train"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -53,6 +53,9 @@ class Templates:
     # ratio / ratio_calibrated: ((component, model address, model folder), ...): each non-reference
     # component's likelihood-ratio network against the reference
     ratio_models: tuple[tuple[str, str, str], ...] = ()
+    # templates.weights: ((component, weight name, reweighting address), ...): that component's
+    # template events carry the weight stored in the event store at <component>/weights/<name>/<address>
+    weights: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def inputs(self) -> dict:
@@ -61,6 +64,8 @@ class Templates:
             inputs["pairwise_models"] = {k: a for k, a, _ in self.pairwise}
         if self.ratio_models:
             inputs["ratio_models"] = {k: a for k, a, _ in self.ratio_models}
+        if self.weights:   # unweighted templates keep their addresses
+            inputs["weights"] = {c: a for c, _, a in self.weights}
         return inputs
 
     def slice(self) -> dict:
@@ -75,14 +80,16 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
     if estimator == "ratio":
         return {}        # the networks' ratios are used as they are: no KDE
     if estimator in NETWORK_ESTIMATORS:
-        return {k: v for k, v in asdict(settings).items() if k != "positivity_grid"}
+        # the weights enter the item's slice by their addresses (item), not by name
+        return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("positivity_grid", "weights")}
     raise ValueError(f"unknown estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
 def item(study: Study, *, estimator: str, smearing: str, events: str, model_address: str | None = None,
          model_folder: str | None = None, root: str | None = None, folder: str | None = None,
          pairwise: Sequence[tuple[str, str, str]] = (),
-         ratio_models: Sequence[tuple[str, str, str]] = ()) -> Templates:
+         ratio_models: Sequence[tuple[str, str, str]] = (),
+         weights: Sequence[tuple[str, str, str]] = ()) -> Templates:
     """The templates item; the models (their addresses and folders) are inputs like the event store."""
     settings = estimator_settings(estimator, study.templates)
     components = study.fit_components   # the pair for two components: their addresses are unchanged
@@ -90,14 +97,18 @@ def item(study: Study, *, estimator: str, smearing: str, events: str, model_addr
     t = Templates(estimator=estimator, smearing=smearing, components=components, settings=settings, folder="",
                   address="", events=events, model=model_address, model_folder=model_folder,
                   predict_batch_size=study.classifier.predict_batch_size, pairwise=tuple(pairwise),
-                  ratio_models=tuple(ratio_models))
+                  ratio_models=tuple(ratio_models), weights=tuple(weights))
     addr = address(NAME, VERSION, slice_, t.inputs)
     return replace(t, folder=folder or os.path.join(root, addr), address=addr)
 
 
-def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) -> dict[tuple[str, str], Templates]:
-    """One item per (estimator, smearing variant); ``models``: the train stage's Models by label."""
+def plan(study: Study, *, events: str, models: Mapping[str, object], root: str,
+         reweights: Mapping[str, object] | None = None) -> dict[tuple[str, str], Templates]:
+    """One item per (estimator, smearing variant); ``models``: the train stage's Models by label;
+    ``reweights``: the reweighting stage's items by weight name (for templates.weights)."""
     from .train import multiclass_label, pairwise_label, ratio_label
+
+    weights = tuple((c, name, reweights[name].weights_address) for c, name in study.templates.weights.items())
 
     def one(est, sm):
         m = {"nn": models.get(sm), "nn_pairwise": models.get(sm),
@@ -112,7 +123,7 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str) 
                                  for k in study.fit_components[1:])
         return item(study, estimator=est, smearing=sm, events=events, root=root, pairwise=pairwise,
                     model_address=m.address if m else None, model_folder=m.folder if m else None,
-                    ratio_models=ratio_models)
+                    ratio_models=ratio_models, weights=weights)
 
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
 
@@ -181,6 +192,23 @@ def _classifiers(t: Templates):
     return clf
 
 
+def phi_star_split(t: Templates) -> str:
+    """The split the phi* templates are fitted on: train, or template when some component is weighted."""
+    return "template" if t.weights else "train"
+
+
+def event_weights(store, t: Templates, split: str) -> dict[str, np.ndarray]:
+    """{component: its events' weights in ``split``} for the weighted components (templates.weights)."""
+    return {c: store.weights(c, name, split, address=addr) for c, name, addr in t.weights}
+
+
+def _pair_weights(w: Mapping[str, np.ndarray], components, values) -> np.ndarray | None:
+    """Per-event weights of two components' concatenated events (1 for an unweighted one), or None."""
+    if not w:
+        return None
+    return np.concatenate([w.get(c, np.ones(v.shape[0])) for c, v in zip(components, values)])
+
+
 def build(store, t: Templates):
     """The templates object and the classifier (nn) for ``t``."""
     from ...stats.components import KDEComponents, fit_phi_star_components
@@ -188,14 +216,23 @@ def build(store, t: Templates):
 
     many = len(t.components) > 2
     if t.estimator == "phi_star":
-        values = _values(store, t, "train")
+        # fitted on the train split; with weights on the template split, since the reweighting networks
+        # trained on the train split and their weights there are fitted to it
+        split = phi_star_split(t)
+        values = _values(store, t, split)
+        w = event_weights(store, t, split)
         if many:
-            return fit_phi_star_components(dict(zip(t.components, values)), pair=t.components[:2]), None
+            return fit_phi_star_components(dict(zip(t.components, values)), pair=t.components[:2],
+                                           weights=w or None), None
         v0, v1 = values
-        return fit_phi_star_templates(np.concatenate([v0, v1]),
-                                      np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)]), None
+        return fit_phi_star_templates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)],
+                                      weights=_pair_weights(w, t.components, values)), None
     clf = _classifiers(t)
     values = _values(store, t, "template", clf)
+    w = event_weights(store, t, "template")
+    if w and (t.estimator in RATIO_ESTIMATORS or t.estimator == "ratio" or (many and t.estimator == "ratio_calibrated")):
+        raise ValueError(f"the {t.estimator} templates cannot take event weights yet (templates.weights); "
+                         "the study check should have refused this")
     if t.estimator == "ratio":
         from ...stats.ratios import DirectRatioComponents, DirectRatioTemplates
 
@@ -210,9 +247,10 @@ def build(store, t: Templates):
         method = {"nn_multiclass": "multiclass", "nn_pairwise": "pairwise"}.get(t.estimator, "likelihood_ratio")
         return RatioComponents(dict(zip(t.components, values)), method=method, **s), clf
     if many:
-        return KDEComponents(dict(zip(t.components, values)), **s), clf
+        return KDEComponents(dict(zip(t.components, values)), weights=w or None, **s), clf
     v0, v1 = values
-    return KDETemplates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)], **s), clf
+    return KDETemplates(np.concatenate([v0, v1]), np.r_[np.zeros(v0.size, bool), np.ones(v1.size, bool)],
+                        weights=_pair_weights(w, t.components, values), **s), clf
 
 
 def _kde_closure(templates, test) -> dict:
@@ -260,6 +298,13 @@ def templates_task(t: Templates, store_path: str) -> dict:
         lo, hi = templates.positivity_limits()
         info["positivity_limits"] = [float(lo), float(hi)]
     info["pool_sizes"] = {c: int(v.size) for c, v in zip(t.components, test)}
+    if t.weights:   # what the weighted components' templates were built from
+        from ...stats.weights import effective_sample_size
+
+        split = phi_star_split(t) if t.estimator == "phi_star" else "template"
+        info["weights"] = {c: {"name": name, "address": addr, "split": split, "n_events": int(v.size),
+                               "effective_sample_size": effective_sample_size(v)}
+                           for (c, name, addr), v in zip(t.weights, event_weights(store, t, split).values())}
     paths = {"events": os.path.abspath(store_path)}
     if t.model_folder:
         paths["model"] = os.path.abspath(t.model_folder)

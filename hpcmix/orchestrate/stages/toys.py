@@ -45,6 +45,19 @@ class Cell:
     n_signal: int | None = None
     # toys.treatment_of: (component, treatment) of nuisances that every fit treats the same way
     treatment_of: tuple[tuple[str, str], ...] = ()
+    # toys.weights: (component, weight name, reweighting address) of the pools drawn in proportion
+    # to a stored weight, read from the event store at ``events_path``
+    weights: tuple[tuple[str, str, str], ...] = ()
+    events_path: str | None = None
+
+    def pool_weights(self, components: Sequence[str]) -> dict[str, "np.ndarray"]:
+        """{component: the weight of each of its test-pool (test split) events} of the weighted pools."""
+        if not self.weights:
+            return {}
+        from ...store import EventStore
+
+        store = EventStore(self.events_path)
+        return {c: store.weights(c, name, "test", address=addr) for c, name, addr in self.weights if c in components}
 
     def fit_treatment(self, treatment: str, components: Sequence[str]) -> tuple[dict, dict]:
         """For one treatment of the cell: {component index: how the fit treats it} for every nuisance,
@@ -79,11 +92,16 @@ class Cell:
 def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence[int], seed: int, root: str,
          fractions: Sequence[tuple[str, float]] = (), treatments: Sequence[str] = (),
          widths: Mapping[str, float] | None = None, n_signal: int | None = None,
-         treatment_of: Mapping[str, str] | None = None) -> Cell:
-    """One cell; ``n_events`` is N, ``n_signal`` the grid's n when toys.n_events_of is signal."""
+         treatment_of: Mapping[str, str] | None = None, weights: Sequence[tuple[str, str, str]] = (),
+         events_path: str | None = None) -> Cell:
+    """One cell; ``n_events`` is N, ``n_signal`` the grid's n when toys.n_events_of is signal;
+    ``weights``: (component, weight name, reweighting address) of pools drawn in proportion to a weight."""
     slice_ = {"alpha": float(alpha), "n_events": int(n_events), "batches": list(batches), "seed": int(seed)}
     if n_signal is not None:
         slice_["n_signal"] = int(n_signal)
+    weights = tuple((str(c), str(n), str(a)) for c, n, a in weights)
+    if weights:   # unweighted cells keep their addresses
+        slice_["pool_weights"] = {c: a for c, _, a in weights}
     fractions = tuple((str(c), float(f)) for c, f in fractions)
     own = tuple((str(c), str(v)) for c, v in (treatment_of or {}).items())
     constrained = "constrained" in treatments or "constrained" in dict(own).values()
@@ -97,16 +115,21 @@ def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence
     return Cell(templates.estimator, templates.smearing, float(alpha), int(n_events), templates.folder,
                 os.path.join(root, addr), tuple(batches), int(seed), addr, fractions,
                 tuple(treatments) if fractions else (), widths, None if n_signal is None else int(n_signal),
-                own if fractions else ())
+                own if fractions else (), weights, events_path if weights else None)
 
 
-def plan(study: Study, templates: dict, *, root: str) -> tuple[Cell, ...]:
+def plan(study: Study, templates: dict, *, root: str, events_path: str | None = None,
+         reweights: Mapping[str, object] | None = None) -> tuple[Cell, ...]:
+    """Every cell; ``reweights`` (the reweighting stage's items by name) and ``events_path`` (the
+    event store) for toys.weights."""
     t = study.toys
     points = t.fraction_points if study.nuisances else ((),)
     signal = t.n_events_of == "signal"
+    weights = tuple((c, name, reweights[name].weights_address) for c, name in t.weights.items())
     return tuple(cell(tp, alpha=a, n_events=t.total_events(n, dict(point)), batches=t.batch_sizes, seed=study.seed,
                       root=root, fractions=point, treatments=t.treatments, widths=t.constraint_width,
-                      n_signal=n if signal else None, treatment_of=t.treatment_of)
+                      n_signal=n if signal else None, treatment_of=t.treatment_of, weights=weights,
+                      events_path=events_path)
                  for tp in templates.values() for point in points for a in t.alpha for n in t.n_events)
 
 
@@ -127,8 +150,9 @@ def toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
     limits = tuple(StageRecord.read(c.template_dir, stage="templates").info["positivity_limits"])
     # seeded by the estimator's name: the streams do not depend on where a cell sits in the grid
     rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, batch)
+    w = c.pool_weights((zero, one))
     draw = draw_toys(pool.size(one), pool.size(zero), alpha=c.alpha, n_events=c.n_events,
-                     n_toys=c.batches[batch], rng=rng)
+                     n_toys=c.batches[batch], rng=rng, weights_a=w.get(one), weights_h=w.get(zero))
     fit = fit_mixture(draw.gather(pool.density[(one, one)], pool.density[(one, zero)]),
                       draw.gather(pool.density[(zero, one)], pool.density[(zero, zero)]),
                       alpha_true=c.alpha, alpha_limits=limits)
@@ -158,7 +182,7 @@ def fraction_toys_task(c: Cell, batch: int) -> tuple[str, str | None]:
     n_toys = c.batches[batch]
     rng = toy_seed(c.seed, c.estimator, c.smearing, c.alpha, c.n_events, batch, fractions=dict(c.fractions))
     draw = draw_mixture_toys({k: pool.size(k) for k in comps}, {k: truth[k] for k in draw_order(comps)},
-                             n_events=c.n_events, n_toys=n_toys, rng=rng)
+                             n_events=c.n_events, n_toys=n_toys, rng=rng, weights=c.pool_weights(comps) or None)
     densities = draw.gather_densities(pool.density, comps)
     f_true = np.array([truth[k] for k in comps])
     widths = dict(c.widths)

@@ -1,0 +1,419 @@
+"""The reweighting stage: density-ratio networks between two configurations of one process, trained
+outside a blinded region, their weights in the event store; and the statistics behind its checks."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from hpcmix.orchestrate.executor import InProcess
+from hpcmix.orchestrate.pipeline import plan_study, run_study
+from hpcmix.orchestrate.record import StageRecord
+from hpcmix.schema import ConfigError
+from hpcmix.stats.weights import effective_sample_size, network_spread, region_fractions, weight_summary
+from hpcmix.study import load_study, resolve_study
+from hpcmix.train.metrics import auc_error, roc_auc, weighted_roc_auc
+
+# H at 450 GeV reweighted to H at 520 GeV (a variant of H): a shift every kinematic feature sees
+HEAVY = {"H_heavy": {"variant_of": "H", "settings": ["35:m0 = 520."]}}
+BLIND = {"feature": "m_vis", "min": 200.0, "max": 260.0}
+
+
+def tiny_job(out, **changes) -> dict:
+    job = {"name": "tiny-reweight", "output": str(out), "seed": 7, "smearing": ["none"], "processes": HEAVY,
+           "generate": {"profile": "fast", "chunk_size": 500, "events": {"train": 1500, "template": 1000, "test": 1000}},
+           "classifier": {"hidden_layers": [32, 32], "max_epochs": 10, "batch_size": 128, "learning_rate": 0.003,
+                          "early_stopping_patience": 3, "lr_patience": 2},
+           "reweight": {"heavy": {"source": "H", "target": "H_heavy", "blind": BLIND, "networks": 2}},
+           "toys": {"estimators": ["phi_star"], "alpha": [0.5], "n_events": [50], "n_toys": 20, "batch_size": 20}}
+    job.update(changes)
+    return job
+
+
+def _write(tmp_path, job, name="job.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(job))
+    return str(path)
+
+
+# -- the statistics (no events) --------------------------------------------------------------------
+def test_weighted_auc_equals_the_auc_of_repeated_events():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 2000)
+    s = np.round(rng.normal(size=2000) + 0.4 * y, 1)     # rounded: many ties
+    w = rng.integers(0, 4, 2000)
+    assert weighted_roc_auc(y, s, np.ones(2000)) == pytest.approx(roc_auc(y, s), abs=1e-12)
+    assert weighted_roc_auc(y, s, w) == pytest.approx(roc_auc(np.repeat(y, w), np.repeat(s, w)), abs=1e-12)
+    # weights that undo a selection bring the AUC of a score that only knows about it back to 0.5
+    x = rng.normal(size=200_000)
+    y = (rng.random(x.size) < 0.5).astype(int)
+    keep = (y == 1) | (rng.random(x.size) < 1 / (1 + np.exp(-x)))     # source: target shaped by a logistic
+    x, y = x[keep], y[keep]
+    biased = weighted_roc_auc(y, x, np.ones(x.size))
+    fixed = weighted_roc_auc(y, x, np.where(y == 0, 1 + np.exp(-x), 1.0))
+    assert biased < 0.45 and abs(fixed - 0.5) < 3 * auc_error(0.5, (y == 1).sum(), effective_sample_size(
+        (1 + np.exp(-x))[y == 0]))
+    with pytest.raises(ValueError, match="both classes"):
+        weighted_roc_auc(y, x, np.where(y == 1, 0.0, 1.0))
+
+
+def test_effective_size_spread_and_region_shares():
+    assert effective_sample_size(np.ones(50)) == pytest.approx(50)
+    assert effective_sample_size(np.r_[np.ones(50), np.zeros(50)]) == pytest.approx(50)
+    assert effective_sample_size([1.0, 3.0]) == pytest.approx(16 / 10)
+    s = weight_summary(np.r_[np.ones(10), 3 * np.ones(10)])
+    assert s["mean"] == 2 and s["effective_fraction"] == pytest.approx(0.8) and s["max"] == 3
+    w = np.stack([np.ones(4), np.full(4, 3.0)], axis=1)
+    assert network_spread(w)["relative_std_median"] == pytest.approx(np.sqrt(2) / 2)
+    assert network_spread(w[:, :1])["relative_std_median"] == 0.0
+    inside = np.r_[np.ones(10, bool), np.zeros(30, bool)]
+    f = region_fractions(inside, np.where(inside, 2.0, 1.0), np.r_[np.ones(20, bool), np.zeros(20, bool)])
+    assert f["source"] == 0.25 and f["reweighted_source"] == pytest.approx(0.4) and f["target"] == 0.5
+
+
+# -- the study model (no events) -------------------------------------------------------------------
+def test_reweighting_samples_join_the_store_and_their_names_stay_out_of_the_addresses(tmp_path):
+    job = tiny_job(tmp_path / "out")
+    plan = plan_study(load_study(_write(tmp_path, job)))
+    assert plan.generation.layout.samples == ("H", "A", "H_heavy")
+    assert plan.generation.layout.settings["processes"]["H_heavy"]["variant_of"] == "H"
+    r = plan.reweights["heavy"]
+    assert [n.settings.seed for n in r.networks] == [7, 8]
+    assert "reweight : heavy (H -> H_heavy, 2 network(s), blinded 200 <= m_vis < 260)" in plan.describe()
+    renamed = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"other": job["reweight"]["heavy"]}}, "b.yaml")))
+    assert renamed.reweights["other"].address == r.address
+    no_test = {**job["reweight"]["heavy"], "two_sample_test": False}
+    quick = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": no_test}}, "c.yaml")))
+    # the checks' settings move the record, not the weights (nor what templates and toys read)
+    assert quick.reweights["heavy"].address != r.address
+    assert quick.reweights["heavy"].weights_address == r.weights_address
+    assert [n.address for n in quick.reweights["heavy"].networks] == [n.address for n in r.networks]
+    fewer = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": {**job["reweight"]["heavy"],
+                                                                                 "networks": 1}}}, "e.yaml")))
+    assert fewer.reweights["heavy"].weights_address != r.weights_address
+    assert fewer.reweights["heavy"].networks[0].address == r.networks[0].address
+    wider = {**job["reweight"]["heavy"], "blind": {**BLIND, "max": 270.0}}
+    moved = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": wider}}, "d.yaml")))
+    assert all(a.address != b.address for a, b in zip(moved.reweights["heavy"].networks, r.networks))
+    # the components' classifier and templates do not depend on the weight's settings
+    assert {k: t.address for k, t in moved.templates.items()} == {k: t.address for k, t in plan.templates.items()}
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"source": "H", "target": "A"}, r"reweights 'H' \(process H\) to 'A' \(process A\).*different_processes: true"),
+    ({"source": "H", "target": "H"}, "to itself"),
+    ({"source": "H", "target": "H_hevy"}, "reweight.heavy.target.*unknown process 'H_hevy'"),
+    ({"source": "H", "target": "H_heavy", "blind": {"feature": "mvis", "min": 1.0}}, "not a stored feature"),
+    ({"source": "H", "target": "H_heavy", "blind": {"feature": "m_vis"}}, "neither min nor max"),
+    ({"source": "H", "target": "H_heavy", "blind": {"feature": "m_vis", "min": 300, "max": 200}}, "min 300 >= max"),
+    ({"source": "H", "target": "H_heavy", "smearing": "none", "blind": {"feature": "m_vis", "min": -1.0}},
+     "covers the whole selected m_vis range.*removes every training event"),
+    ({"source": "H", "target": "H_heavy", "loss": "hinge"}, "reweight.heavy.loss"),
+    ({"source": "H", "target": "H_heavy", "network": 2}, "unknown field 'reweight.heavy.network'"),
+    ({"source": "H", "target": "H_heavy", "classifier": {"output_batch_norm": True}}, "output_batch_norm is not used"),
+])
+def test_bad_reweight_sections_are_refused_before_any_work(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        plan_study(load_study(_write(tmp_path, tiny_job(tmp_path / "out", reweight={"heavy": section}))))
+
+
+def test_a_window_up_to_the_selections_upper_edge_covers_it_and_equal_weights_are_refused(tmp_path):
+    # the selection keeps m_vis_min <= m_vis < m_vis_max: a window [min, m_vis_max) covers it all
+    window = {"feature": "m_vis", "min": 150.0, "max": 500.0}
+    job = tiny_job(tmp_path / "out", selection={"m_vis_min": 150.0, "m_vis_max": 500.0},
+                   reweight={"heavy": {"source": "H", "target": "H_heavy", "smearing": "none", "blind": window}})
+    with pytest.raises(ConfigError, match="removes every training event"):
+        load_study(_write(tmp_path, job))
+    job["reweight"]["heavy"]["blind"] = {**window, "max": 499.0}
+    load_study(_write(tmp_path, job))
+    job["reweight"]["twin"] = dict(job["reweight"]["heavy"])
+    with pytest.raises(ConfigError, match="'reweight.twin' has the same settings as 'reweight.heavy'"):
+        load_study(_write(tmp_path, job))
+
+
+def test_different_processes_on_purpose_and_variants_of_variants():
+    s = resolve_study(overrides={"reweight": {"w": {"source": "H", "target": "A", "different_processes": True}}})
+    assert s.reweight[0].different_processes and s.samples == ("H", "A")
+    s = resolve_study(overrides={"processes": {**HEAVY, "H_2": {"variant_of": "H_heavy", "settings": ["35:m0 = 9."]}},
+                                 "reweight": {"w": {"source": "H_heavy", "target": "H_2"}}})
+    from hpcmix.generate.processes import load_catalogue
+    from hpcmix.study.model import to_jsonable
+
+    cat = load_catalogue(to_jsonable(s.processes))
+    assert cat.get("H_2").physics_process == "H" and cat.get("H_2").settings[-2:] == ("35:m0 = 520.", "35:m0 = 9.")
+    assert cat.get("H_2").as_dict()["variant_of"] == "H_heavy"     # the store records the direct base
+    with pytest.raises(ConfigError, match="variant_of 'Q'"):
+        resolve_study(overrides={"processes": {"X": {"variant_of": "Q", "settings": ["a = 1"]}}})
+    with pytest.raises(ConfigError, match="remove \\['resonance'\\]"):
+        resolve_study(overrides={"processes": {"X": {"variant_of": "H", "resonance": 25, "settings": ["a = 1"]}}})
+
+
+# -- real Pythia events ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reweighted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reweight")
+    path = _write(tmp, tiny_job(tmp / "out"))
+    out = run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None)
+    return tmp, path, out
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_reweighting_makes_the_source_hard_to_tell_from_the_target(reweighted):
+    _, _, out = reweighted
+    info = out.reweighting["heavy"]["info"]
+    before, after = info["two_sample"]["before"]["control"], info["two_sample"]["after"]["control"]
+    # a fresh network tells the 520 GeV H from the 450 GeV one; after reweighting far less well
+    assert before["auc"] > 0.58
+    assert before["auc"] - after["auc"] > 3 * np.hypot(before["auc_err"], after["auc_err"])
+    assert abs(after["auc"] - 0.5) < 0.06
+    # the weights move the share of events in the blinded region (never trained on) towards the target's
+    share = info["blinded_fraction"]
+    assert abs(share["reweighted_source"] - share["target"]) < abs(share["source"] - share["target"])
+    # the networks' own ratio closes in the control region (10 % for these tiny networks); the stored
+    # weights carry the control-region shares' ratio, so that over all source events their mean is 1 too
+    # if the extrapolation into the blinded region holds (here: within 20 %)
+    for key in ("mean_r_on_reference", "mean_inverse_r_on_component"):
+        assert abs(info["control_closure"][key] - 1) < 0.1, info["control_closure"]
+        assert abs(info["closure"][key] - 1) < 0.2, info["closure"]
+    assert set(info["weights"]) == {"train", "template", "test"}
+    assert 0.3 < info["weights"]["test"]["effective_fraction"] < 1.0
+    assert info["network_spread"]["networks"] == 2 and info["network_spread"]["relative_std_median"] > 0
+    assert "| heavy | H -> H_heavy | 200 <= m_vis < 260 | 2 |" in out.table
+    assert os.path.exists(os.path.join(out.plan.report, "reweighting.md"))
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_the_networks_never_see_the_blinded_region_and_the_store_holds_their_ratios(reweighted):
+    from hpcmix.orchestrate.stages.reweight import weights_of
+    from hpcmix.store import EventStore
+
+    _, _, out = reweighted
+    r = out.plan.reweights["heavy"]
+    store = EventStore(out.plan.events)
+    m_vis = {s: store.features(s, "train", smeared=True, names=["m_vis"])[:, 0] for s in ("H", "H_heavy")}
+    inside = sum(int(((v >= 200) & (v < 260)).sum()) for v in m_vis.values())
+    assert inside > 100
+    for n in r.networks:
+        rec = StageRecord.read(n.folder, stage="reweight_network")
+        assert rec.info["blinded_train_events"] == inside
+        assert rec.info["n_train"] + rec.info["n_val"] == 2 * 1500 - inside
+    # every source event has one weight per network: the networks' own r at its smeared features, times
+    # the control-region shares' ratio P_target(C) / P_source(C) of the train split
+    stored = store.weights("H", "heavy", network=None)
+    factor = (((m_vis["H_heavy"] < 200) | (m_vis["H_heavy"] >= 260)).mean()
+              / ((m_vis["H"] < 200) | (m_vis["H"] >= 260)).mean())
+    assert out.reweighting["heavy"]["info"]["control_factor"] == pytest.approx(factor, rel=1e-12)
+    assert factor != pytest.approx(1.0, abs=0.02)
+    assert stored.shape == (store.layout.n_events, 2)
+    assert np.isfinite(stored).all() and (stored > 0).all()
+    x = store.features("H", "test", smeared=True, names=r.settings.inputs)
+    start, stop = store.layout.split_ranges()["test"]
+    # (float32 forward passes over other batches: equal to rounding)
+    np.testing.assert_allclose(stored[start:stop], weights_of(r, x) * factor, rtol=1e-6)
+    np.testing.assert_array_equal(store.weights("H", "heavy", "test"), stored[start:stop, 0])
+    info = store.weight_info("H", "heavy")
+    assert info["address"] == r.weights_address and info["n_networks"] == 2
+    assert info["provenance"]["control_factor"] == pytest.approx(factor, rel=1e-12)
+    prov = info["provenance"]
+    assert prov["source"] == "H" and prov["target"] == "H_heavy" and prov["loss"] == "exponential"
+    assert prov["blind"] == {"feature": "m_vis", "min": 200.0, "max": 260.0}
+    assert [p["address"] for p in prov["networks"]] == [n.address for n in r.networks]
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_a_rerun_skips_the_stage_and_reads_the_same_weights(reweighted):
+    from hpcmix.store import EventStore, UnknownWeightError
+
+    _, path, out = reweighted
+    store = EventStore(out.plan.events)
+    first = store.weights("H", "heavy", network=None)
+    done = os.path.join(out.plan.reweights["heavy"].folder, "done.json")
+    with open(done) as f:
+        record = json.load(f)
+    again = run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None)
+    assert again.skipped["reweight"] == 1
+    with open(done) as f:
+        assert json.load(f) == record
+    np.testing.assert_array_equal(EventStore(out.plan.events).weights("H", "heavy", network=None), first)
+    with pytest.raises(UnknownWeightError, match="holds no weight 'heavvy'; it holds heavy"):
+        store.weights("H", "heavvy")
+    with pytest.raises(UnknownWeightError, match="holds no weight 'heavy'; it holds no weights"):
+        store.weights("A", "heavy")
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_a_blinded_region_without_training_events_is_refused_before_training(reweighted, tmp_path):
+    from hpcmix.orchestrate.stages.reweight import ReweightError
+
+    tmp, _, out = reweighted
+    # the smeared m_vis: the plan cannot know its range, the stage finds no event left on the client
+    job = tiny_job(tmp / "out", reweight={"heavy": {"source": "H", "target": "H_heavy",
+                                                    "blind": {"feature": "m_vis", "min": 0.0}}})
+    study = load_study(_write(tmp_path, job))
+    with pytest.raises(ReweightError, match=r"leaves 0 of 1500 H, 0 of 1500 H_heavy training event"):
+        run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+    assert not any(os.path.exists(n.folder) for n in plan_study(study).reweights["heavy"].networks)
+
+
+# -- weighted templates and toys -------------------------------------------------------------------
+def test_a_weighted_kde_is_the_kde_of_repeated_events():
+    from hpcmix.stats.components import KDEComponents
+    from hpcmix.stats.templates import KDETemplate, KDETemplates
+
+    rng = np.random.default_rng(5)
+    y = rng.beta(2, 3, 1500)
+    w = rng.integers(0, 4, y.size)
+    x = np.linspace(0.02, 0.98, 49)
+    for adaptive in (False, True):
+        a = KDETemplate(y, weights=w, bandwidth=0.2, adaptive=adaptive)
+        b = KDETemplate(np.repeat(y, w), bandwidth=0.2, adaptive=adaptive, grid=a.grid)
+        np.testing.assert_allclose(a.pdf(x), b.pdf(x), rtol=1e-9, atol=1e-12)
+        assert a.n_events == int((w > 0).sum())
+    # the bandwidth rule counts Kish's effective events, not the repeats: weights are not statistics
+    assert KDETemplate(y, weights=w).bandwidth > KDETemplate(np.repeat(y, w)).bandwidth
+    is_a = rng.random(y.size) < 0.5
+    pair = KDETemplates(y, is_a, weights=w, bandwidth=0.2)
+    rep = KDETemplates(np.repeat(y, w), np.repeat(is_a, w), bandwidth=0.2)
+    np.testing.assert_allclose(np.array(pair.densities(x)), np.array(rep.densities(x)), rtol=1e-9, atol=1e-12)
+    comp = KDEComponents({"H": y[~is_a], "A": y[is_a]}, weights={"A": w[is_a]}, bandwidth=0.2)
+    rep = KDEComponents({"H": y[~is_a], "A": np.repeat(y[is_a], w[is_a])}, bandwidth=0.2)
+    np.testing.assert_allclose(comp.densities(x), rep.densities(x), rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        KDETemplate(y, weights=-w)
+    with pytest.raises(ValueError, match="weights given for \\['Z'\\]"):
+        KDEComponents({"H": y, "A": y}, weights={"Z": w})
+
+
+def test_weighted_phi_star_fits_are_the_fits_of_repeated_events():
+    from hpcmix.stats.components import fit_phi_star_components
+    from hpcmix.stats.templates import fit_phi_star_templates
+
+    rng = np.random.default_rng(6)
+    phi = rng.uniform(0, 2 * np.pi, 3000)
+    is_a = rng.random(phi.size) < 0.5
+    w = rng.integers(0, 3, phi.size)
+    fit = fit_phi_star_templates(phi, is_a, weights=w)
+    assert fit.a == pytest.approx(fit_phi_star_templates(np.repeat(phi, w), np.repeat(is_a, w)).a, abs=1e-12)
+    plain = fit_phi_star_templates(phi, is_a)
+    for c in (1.0, 2.0):   # a constant weight is no information: the same a and the same error
+        const = fit_phi_star_templates(phi, is_a, weights=np.full(phi.size, c))
+        assert const.a == pytest.approx(plain.a, abs=1e-12) and const.a_err == pytest.approx(plain.a_err, rel=1e-9)
+    z = rng.vonmises(1.0, 1.0, 2000) % (2 * np.pi)
+    wz = rng.integers(0, 3, z.size)
+    comp = fit_phi_star_components({"H": phi[~is_a], "A": phi[is_a], "Z": z}, pair=("H", "A"), weights={"Z": wz})
+    rep = fit_phi_star_components({"H": phi[~is_a], "A": phi[is_a], "Z": np.repeat(z, wz)}, pair=("H", "A"))
+    np.testing.assert_allclose(comp.coefficients["Z"], rep.coefficients["Z"], rtol=1e-12)
+    plain = fit_phi_star_components({"H": phi[~is_a], "A": phi[is_a], "Z": z}, pair=("H", "A"))
+    const = fit_phi_star_components({"H": phi[~is_a], "A": phi[is_a], "Z": z}, pair=("H", "A"),
+                                    weights={"Z": np.full(z.size, 3.0)})
+    # constant weights: the unweighted error up to sqrt((n - 1) / n) (the plain one divides by n - 1)
+    np.testing.assert_allclose(const.coefficient_errors["Z"], np.array(plain.coefficient_errors["Z"])
+                               * np.sqrt((z.size - 1) / z.size), rtol=1e-9)
+
+
+def test_weighted_toys_draw_events_in_proportion_to_their_weights():
+    from hpcmix.stats.toys import draw_mixture_toys
+
+    rng = np.random.default_rng(7)
+    w = np.r_[np.zeros(10), np.ones(20), 3 * np.ones(20)]
+    d = draw_mixture_toys({"A": 50, "H": 50}, {"A": 0.6, "H": 0.4}, n_events=50, n_toys=4000, rng=rng,
+                          weights={"A": w})
+    uses = d.uses["A"]
+    assert uses[:10].sum() == 0
+    share = uses[30:].sum() / uses[10:].sum()
+    assert abs(share - 0.75) < 0.01
+    assert d.effective_pool["A"] == pytest.approx(80**2 / 200) and "A effective pool 32 of 50" in d.note()
+    # about 45 A events per toy from a 20-event pool: refused without replacement, drawn with it
+    with pytest.raises(ValueError, match="distinct A events"):
+        draw_mixture_toys({"A": 20, "H": 50}, {"A": 0.9, "H": 0.1}, n_events=50, n_toys=10, rng=rng)
+    big = draw_mixture_toys({"A": 20, "H": 50}, {"A": 0.9, "H": 0.1}, n_events=50, n_toys=10, rng=rng,
+                            weights={"A": np.ones(20)})
+    assert big.counts[:, 0].max() > 20 and big.uses["A"].sum() == big.counts[:, 0].sum()
+    with pytest.raises(ValueError, match="one finite weight >= 0 per pool event"):
+        draw_mixture_toys({"A": 50, "H": 50}, {"A": 0.5, "H": 0.5}, n_events=5, n_toys=2, rng=rng,
+                          weights={"A": np.ones(3)})
+
+
+@pytest.mark.parametrize("section, weights, message", [
+    ("templates", {"H": "hevy"}, "asks for weight 'hevy', which no reweight: section makes; weights of this study: "
+                                 "\\['heavy'\\]"),
+    ("toys", {"A": "heavy"}, "weights the events of 'H', not of 'A'"),
+    ("toys", {"Z": "heavy"}, "names 'Z', which is not a component"),
+])
+def test_a_weight_a_study_does_not_make_is_refused_before_any_work(tmp_path, section, weights, message):
+    job = tiny_job(tmp_path / "out")
+    job[section] = {**job.get(section, {}), "weights": weights}
+    with pytest.raises(ConfigError, match=message):
+        load_study(_write(tmp_path, job))
+
+
+def test_weighted_templates_refuse_the_ratio_estimators_and_weights_move_only_their_stages(tmp_path):
+    job = tiny_job(tmp_path / "out", templates={"weights": {"H": "heavy"}})
+    job["toys"] = {**job["toys"], "estimators": ["phi_star", "ratio"]}
+    with pytest.raises(ConfigError, match=r"templates of \['ratio'\] cannot take yet"):
+        load_study(_write(tmp_path, job))
+    base = tiny_job(tmp_path / "out")
+    base["toys"] = {**base["toys"], "estimators": ["phi_star", "nn"]}
+    plain = plan_study(load_study(_write(tmp_path, base, "a.yaml")))
+    weighted = plan_study(load_study(_write(tmp_path, {**base, "templates": {"weights": {"H": "heavy"}}}, "b.yaml")))
+    drawn = plan_study(load_study(_write(tmp_path, {**base, "toys": {**base["toys"], "weights": {"H": "heavy"}}},
+                                         "c.yaml")))
+    assert weighted.models["none"].address == plain.models["none"].address
+    assert all(weighted.templates[k].address != t.address for k, t in plain.templates.items())
+    assert weighted.templates[("nn", "none")].inputs["weights"] == {"H": plain.reweights["heavy"].weights_address}
+    assert {k: t.address for k, t in drawn.templates.items()} == {k: t.address for k, t in plain.templates.items()}
+    assert all(a.address != b.address for a, b in zip(drawn.cells, plain.cells))
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_templates_and_toys_take_the_stored_weights(reweighted, tmp_path):
+    from hpcmix.store import EventStore, load_templates, load_toy_batch
+    from hpcmix.store.artefacts import load_test_pool
+
+    tmp, _, out = reweighted
+    job = tiny_job(tmp / "out", templates={"weights": {"H": "heavy"}})
+    job["toys"] = {**job["toys"], "estimators": ["phi_star", "nn"], "weights": {"H": "heavy"}}
+    study = load_study(_write(tmp_path, job))
+    got = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+    assert got.skipped["reweight"] == 1                          # the weights are read, not recomputed
+    store = EventStore(got.plan.events)
+    w_template = store.weights("H", "heavy", "template")
+    for est in ("phi_star", "nn"):
+        rec = StageRecord.read(got.plan.templates[(est, "none")].folder, stage="templates")
+        info = rec.info["weights"]["H"]
+        split = "template"   # phi* too: the networks trained on the train split, their weights there are fitted
+        w = store.weights("H", "heavy", split)
+        assert info["split"] == split and info["n_events"] == w.size
+        assert info["effective_sample_size"] == pytest.approx(w.sum() ** 2 / (w * w).sum())
+    # the weighted H template is the weighted KDE of the stored network outputs (the test pool's own values
+    # are unweighted: the fit evaluates the templates at every test event)
+    from hpcmix.stats.templates import KDETemplates
+    from hpcmix.train import load_classifier
+
+    clf = load_classifier(got.plan.models["none"].folder)
+    y = {c: clf.predict(store.features(c, "template", smeared=False, names=clf.feature_names)).astype(float)
+         for c in ("H", "A")}
+    s = dict(study.templates.__dict__)
+    kde = KDETemplates(np.r_[y["H"], y["A"]], np.r_[np.zeros(y["H"].size, bool), np.ones(y["A"].size, bool)],
+                       weights=np.r_[w_template, np.ones(y["A"].size)], bandwidth=s["bandwidth"], space=s["space"],
+                       grid_size=s["grid_size"], clip=s["logit_clip"], adaptive=s["adaptive"],
+                       positivity_quantile=s["positivity_quantile"])
+    folder = got.plan.templates[("nn", "none")].folder
+    pool = load_test_pool(folder)
+    np.testing.assert_allclose(pool.density[("H", "H")], kde.densities(pool.values["H"])[1], rtol=1e-12)
+    unweighted = load_templates(out.plan.templates[("phi_star", "none")].folder)
+    assert load_templates(got.plan.templates[("phi_star", "none")].folder).a != unweighted.a
+    # toys drew H in proportion to its test events' weights: the batch says how large the pool effectively is
+    cell = next(c for c in got.plan.cells if c.estimator == "nn")
+    note = str(load_toy_batch(cell.batch_file(0)).note)
+    w_test = store.weights("H", "heavy", "test")
+    assert f"H effective pool {w_test.sum() ** 2 / (w_test ** 2).sum():.0f} of {w_test.size}" in note

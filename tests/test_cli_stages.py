@@ -104,6 +104,49 @@ def test_nn_templates_toys_and_report(model_dir, phi_star_dir, small_store, stud
     assert "figures written" in res.output and (study_dir / "report" / "table1.md").exists()
 
 
+@pytest.mark.tensorflow
+def test_ratio_network_templates_and_toys_from_the_command_line(model_dir, phi_star_dir, small_store, study_dir):
+    """train --loss, then templates --method ratio and ratio_calibrated, then toys beside phi*."""
+    from hpcmix.orchestrate.record import StageRecord
+    from hpcmix.results import open_results
+    from hpcmix.train import load_ratio_network
+
+    ratio_model = study_dir / "models" / "ratio-none"
+    res = invoke("train", small_store, "--loss", "exponential", "--set", "hidden_layers=16,16", "--set",
+                 "max_epochs=2", "--seed", "3", "--out", ratio_model)
+    assert "training a likelihood-ratio network (exponential loss)" in res.output
+    assert "closure on held-out events: mean r on H" in res.output and "--method ratio" in res.output
+    rec = StageRecord.read(ratio_model, stage="train")
+    assert rec.settings["loss"] == "exponential" and "output_batch_norm" not in rec.settings["classifier"]
+    assert load_ratio_network(ratio_model).class_names == ("H", "A")
+    dirs, said = {}, {}
+    for method in ("ratio", "ratio_calibrated"):
+        dirs[method] = study_dir / "templates" / f"{method}-none"
+        said[method] = invoke("templates", small_store, "--method", method, "--model", ratio_model,
+                              "--out", dirs[method]).output
+        assert "closure on the test pool: mean r on H" in said[method]
+        trec = StageRecord.read(dirs[method], stage="templates")
+        assert trec.settings["estimator"] == method and trec.inputs["ratio_models"] == {"A": rec.address}
+    assert "exponential network: r normalised by" in said["ratio"]
+    assert "KDE bandwidths (logit space)" in said["ratio_calibrated"]
+    out = study_dir / "ratio-results" / "results.zarr"
+    res = invoke("toys", dirs["ratio_calibrated"], phi_star_dir, dirs["ratio"], *TOYS, "--out", out)
+    ds = open_results(out)
+    assert list(ds["estimator"].values) == ["phi_star", "ratio", "ratio_calibrated"]
+    assert np.isfinite(ds["alpha_hat"].values).all() and np.isfinite(ds["cramer_rao"].values).all()
+    # a classifier is no ratio network and the other way round; the direct ratio has no KDE options
+    res = invoke("templates", small_store, "--method", "ratio", "--model", model_dir, ok=False)
+    assert "holds a classifier, and --method ratio takes a likelihood-ratio network" in res.output
+    assert "--loss exponential" in res.output
+    res = invoke("templates", small_store, "--method", "nn", "--model", ratio_model, ok=False)
+    assert "holds a likelihood-ratio network" in res.output and "--method ratio or ratio_calibrated" in res.output
+    res = invoke("templates", small_store, "--method", "ratio", "--model", ratio_model, "--bandwidth", "scott",
+                 ok=False)
+    assert "--method ratio uses the network's ratio with no KDE" in res.output
+    res = invoke("train", small_store, "--loss", "kl", "--set", "output_batch_norm=true", ok=False)
+    assert "output_batch_norm is not used by a ratio network" in res.output
+
+
 # -- without TensorFlow -------------------------------------------------------------------------
 def test_phi_star_toys_rerun_skips_batches_and_matches(phi_star_dir, tmp_path):
     out = tmp_path / "r" / "results.zarr"

@@ -7,9 +7,9 @@ import time
 
 import click
 
+from ..study.model import ESTIMATORS as METHOD_ORDER  # the results' estimator order
 from .options import parse_number_list, site_option
 
-METHOD_ORDER = ("phi_star", "nn")
 SMEARING_ORDER = ("none", "detector")
 
 #: without --workers, jobs up to this many fitted events (sum over cells of n_toys x n_events; about

@@ -1,4 +1,5 @@
-"""``hpcmix train STORE``: train the H-vs-A classifier on an existing event store (in this process)."""
+"""``hpcmix train STORE``: train the H-vs-A classifier (or, with ``--loss``, a likelihood-ratio network) on an
+existing event store (in this process)."""
 
 from __future__ import annotations
 
@@ -104,9 +105,12 @@ def parse_features(text: str | None) -> tuple[str, ...] | None:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Classifier setting override (repeatable), e.g. --set max_epochs=5 --set hidden_layers=64,64. "
                    "Keys: the fields of hpcmix.train.settings.ClassifierSettings, or dotted study keys (templates.space=...).")
+@click.option("--loss", type=click.Choice(["exponential", "kl", "cross_entropy", "square"]), default=None,
+              help="Train a likelihood-ratio network with this loss instead (its output u ~ omega(p_A / p_H), "
+                   "for 'hpcmix templates --method ratio|ratio_calibrated'; no output batch norm).")
 @click.option("--overwrite", is_flag=True, help="Replace a finished model in --out.")
 @site_option
-def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
+def train(store, smearing, features, out, samples, seed, sets, loss, overwrite, site):
     """Train the H-vs-A classifier on STORE's train split; the ROC AUC is measured on its test split.
 
     Runs in this process (on its GPU if TensorFlow sees one), or with --site on that site's
@@ -130,6 +134,11 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
         over["features"] = {"network_inputs": list(names)}
     if seed is not None:
         over["seed"] = seed
+    if loss is not None:
+        over["ratio"] = {"loss": loss}
+        if any(p.startswith("classifier.output_batch_norm=") for p in pairs):
+            raise click.BadParameter("output_batch_norm is not used by a ratio network (--loss): its output u is a "
+                                     "free real number; leave it out", param_hint="--set")
     try:
         study = resolve_study(overrides=over, sets=pairs)
     except ConfigError as err:
@@ -139,19 +148,22 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
     if missing:
         raise click.BadParameter(f"feature(s) {missing} are not in the store", param_hint="--features")
     out = out or os.path.join(os.path.dirname(os.path.abspath(store)), "models", smearing)
-    m = train_stage.model(study, label=smearing, smearing=smearing, inputs=names, settings=study.classifier,
-                          events=ev.layout.fingerprint(), folder=out)
+    # a ratio network: the study's ratio settings (the classifier's, --set included, without output batch norm)
+    m = train_stage.model(study, label=smearing, smearing=smearing, inputs=names,
+                          settings=study.classifier if loss is None else study.ratio.classifier,
+                          events=ev.layout.fingerprint(), folder=out, loss=loss)
     start, stop = ev.layout.split_ranges()["train"]
     problems, notes = training_split_problems(m, stop - start, field="--set {}")
     if problems:
         raise click.UsageError("the store's train split cannot train this classifier:\n  - " + "\n  - ".join(problems))
     for note in notes:
         click.echo(f"note: {note}")
-    if replace_done_folder(out, m.address, overwrite, "a finished classifier", "hpcmix train"):
-        click.echo(f"{out} already holds this classifier (address {m.address}); nothing to do")
+    what = "classifier" if loss is None else f"likelihood-ratio network ({loss} loss)"
+    if replace_done_folder(out, m.address, overwrite, f"a finished {what}", "hpcmix train"):
+        click.echo(f"{out} already holds this {what} (address {m.address}); nothing to do")
     else:
-        click.echo(f"training on {store} ({pair[0]} vs {pair[1]}, smearing {smearing}, {len(names)} inputs, "
-                   f"seed {study.classifier.seed}) -> {out}")
+        click.echo(f"training a {what} on {store} ({pair[0]} vs {pair[1]}, smearing {smearing}, {len(names)} "
+                   f"inputs, seed {m.settings.seed}) -> {out}")
     t0 = time.perf_counter()
     executor = InProcess() if site is None else site_executor(site)
     try:
@@ -163,5 +175,11 @@ def train(store, smearing, features, out, samples, seed, sets, overwrite, site):
                f"({info['n_train']} train, {info['n_val']} validation)")
     click.echo(f"device {info['device']}; {info['epochs_run']} epochs (best {info['best_epoch']}), "
                f"{info['train_seconds']:.1f} s training, {time.perf_counter() - t0:.1f} s in all")
-    click.echo(f"model: {out} (classifier.keras, standardiser.json, history.json, metrics.json, done.json)")
-    click.echo(f"next : hpcmix templates {store} --method nn --model {out}")
+    if loss is not None:
+        c = info["closure"][pair[1]]
+        click.echo(f"closure on held-out events: mean r on {pair[0]} {c['mean_r_on_reference']:.3f} +- "
+                   f"{c['mean_r_on_reference_err']:.3f}, mean 1/r on {pair[1]} {c['mean_inverse_r_on_component']:.3f}"
+                   f" +- {c['mean_inverse_r_on_component_err']:.3f} (both 1 for a true ratio)")
+    extra = "ratio.json, " if loss is not None else ""
+    click.echo(f"model: {out} (classifier.keras, standardiser.json, {extra}history.json, metrics.json, done.json)")
+    click.echo(f"next : hpcmix templates {store} --method {'nn' if loss is None else 'ratio'} --model {out}")

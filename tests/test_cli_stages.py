@@ -222,7 +222,9 @@ def test_templates_errors(small_store, tmp_path, phi_star_dir):
     res = invoke("templates", small_store, "--method", "nn", "--model", phi_star_dir, ok=False)
     assert "holds a 'templates' output, not a 'train' one" in res.output
     res = invoke("templates", small_store, "--method", "phi_star", "--bandwidth", "0.3", ok=False)
-    assert "--bandwidth is for --method nn only" in res.output
+    assert "--bandwidth is for the KDE methods (nn, ratio_calibrated) only" in res.output
+    res = invoke("templates", small_store, "--method", "phi_star", "--model", phi_star_dir, ok=False)
+    assert "--model is for the network methods (nn, ratio, ratio_calibrated) only" in res.output
     res = invoke("templates", small_store, "--method", "nn", "--model", tmp_path, "--bandwidth", "-1", ok=False)
     assert "scott, silverman or a number > 0" in res.output
 

@@ -87,8 +87,10 @@ def templates(store, method, model, smearing, out, samples, bandwidth, space, ov
         unused = [name for name, v in (("--model", model), ("--bandwidth", bandwidth), ("--space", space))
                   if v is not None]
         if unused:
-            raise click.UsageError(f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} "
-                                   "for the network methods only; leave it out with --method phi_star")
+            kde = "the KDE methods (nn, ratio_calibrated)"
+            what = {"--model": "the network methods (nn, ratio, ratio_calibrated)", "--bandwidth": kde, "--space": kde}
+            raise click.UsageError("; ".join(f"{n} is for {what[n]} only" for n in unused)
+                                   + "; leave it out with --method phi_star")
     if method == "ratio" and (bandwidth is not None or space is not None):
         raise click.UsageError("--bandwidth and --space are for the KDE methods (nn, ratio_calibrated); "
                                "--method ratio uses the network's ratio with no KDE")

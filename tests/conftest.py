@@ -22,6 +22,25 @@ def study_with(**layer):
     return resolve_study(overrides=layer, mixture=len(layer.get("components", "HA")) > 1)
 
 
+def write_job(folder, job, name="job.yaml") -> str:
+    """A job mapping written as a YAML job file in ``folder``; its path."""
+    import yaml
+
+    path = folder / name
+    path.write_text(yaml.safe_dump(job))
+    return str(path)
+
+
+def run_in_process(study_or_path):
+    """Run a study (or a job file) to the end in this process, silently: the executor of the stage tests."""
+    from hpcmix.orchestrate.executor import InProcess
+    from hpcmix.orchestrate.pipeline import run_study
+    from hpcmix.study import Study, load_study
+
+    study = study_or_path if isinstance(study_or_path, Study) else load_study(study_or_path)
+    return run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+
+
 @pytest.fixture(scope="session")
 def small_study():
     return study_with(**SMALL_STORE)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import study_with
+from conftest import run_in_process, study_with, write_job
 
 from hpcmix.generate.processes import load_catalogue
 from hpcmix.generate.pythia_task import GenerationError, _tau_products, find_taus, generate_chunk, make_pythia
@@ -150,12 +150,6 @@ def tiny_backgrounds_job(out) -> dict:
     return job
 
 
-def _write(tmp_path, name, job):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(job))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def tiny_backgrounds(tmp_path_factory):
     from hpcmix.orchestrate.pipeline import run_study
@@ -163,7 +157,7 @@ def tiny_backgrounds(tmp_path_factory):
     from hpcmix.study import load_study
 
     tmp = tmp_path_factory.mktemp("backgrounds")
-    job = _write(tmp, "bg.yaml", tiny_backgrounds_job(tmp / "out"))
+    job = write_job(tmp, tiny_backgrounds_job(tmp / "out"), "bg.yaml")
     # the default site, as `hpcmix run` uses it (the kill test compares against this run)
     site = load_site("local").with_overrides(cpu={"dashboard_address": ":0"})
     return tmp, job, run_study(load_study(job), site=site, progress=False, echo=lambda *a: None)
@@ -210,18 +204,14 @@ def test_background_study_fits_every_estimator_with_signal_scaled_test_sets(tiny
 @pytest.mark.tensorflow
 def test_zero_background_cells_reproduce_the_two_component_study(tiny_backgrounds, tmp_path):
     """Same seeds, same H and A events: the phi* cell without backgrounds is the two-component study's."""
-    from hpcmix.orchestrate.executor import InProcess
-    from hpcmix.orchestrate.pipeline import run_study
     from hpcmix.results import open_results
-    from hpcmix.study import load_study
 
     _, _, out = tiny_backgrounds
     k4 = open_results(out.results_path)
     job = tiny_backgrounds_job(tmp_path / "out")
     job.update(components=["H", "A"])
     job["toys"] = {"estimators": ["phi_star"], "alpha": [0.7], "n_events": [30], "n_toys": 40, "batch_size": 20}
-    k2 = open_results(run_study(load_study(_write(tmp_path, "k2.yaml", job)), executor=InProcess(), progress=False,
-                                echo=lambda *a: None).results_path)
+    k2 = open_results(run_in_process(write_job(tmp_path, job, "k2.yaml")).results_path)
     a2 = k2["alpha_hat"].sel(estimator="phi_star", smearing="none", alpha=0.7, n_events=30).values
     a4 = k4["alpha_hat"].sel(estimator="phi_star", smearing="none", treatment="fixed", fraction_Z=0.0,
                              fraction_ttbar=0.0, alpha=0.7, n_events=30).values
@@ -244,7 +234,7 @@ def test_background_study_killed_in_training_resumes_with_identical_results(tiny
     from hpcmix.study import load_study
 
     tmp, _, uninterrupted = tiny_backgrounds
-    job = _write(tmp, "killed.yaml", tiny_backgrounds_job(tmp / "killed"))
+    job = write_job(tmp, tiny_backgrounds_job(tmp / "killed"), "killed.yaml")
     plan = plan_study(load_study(job))
     log = tmp / "killed.log"
     with open(log, "w") as f:

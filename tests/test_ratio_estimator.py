@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import yaml
 
-from hpcmix.orchestrate.executor import InProcess
-from hpcmix.orchestrate.pipeline import plan_study, run_study
+from conftest import run_in_process, write_job
+
+from hpcmix.orchestrate.pipeline import plan_study
 from hpcmix.orchestrate.record import StageRecord
 from hpcmix.results import open_results
 from hpcmix.schema import ConfigError
@@ -27,21 +27,13 @@ def tiny_job(out, **changes) -> dict:
     return job
 
 
-def _write(tmp_path, job, name="job.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(job))
-    return str(path)
-
-
-def _run(path):
-    return run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None)
 
 
 @pytest.fixture(scope="module")
 def two(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ratio")
-    path = _write(tmp, tiny_job(tmp / "out"))
-    return tmp, path, _run(path)
+    path = write_job(tmp, tiny_job(tmp / "out"))
+    return tmp, path, run_in_process(path)
 
 
 def test_ratio_estimators_sit_beside_nn_in_the_table(two):
@@ -100,19 +92,19 @@ def test_adding_ratio_estimators_leaves_the_classifier_addresses_and_the_loss_mo
         two, tmp_path):
     tmp, path, out = two
     job = tiny_job(tmp / "out")
-    plain = plan_study(load_study(_write(tmp_path, {**job, "toys": {**job["toys"], "estimators": ["nn"]}}, "a.yaml")))
+    plain = plan_study(load_study(write_job(tmp_path, {**job, "toys": {**job["toys"], "estimators": ["nn"]}}, "a.yaml")))
     assert plain.models["none"].address == out.plan.models["none"].address
     assert plain.templates[("nn", "none")].address == out.plan.templates[("nn", "none")].address
-    kl = plan_study(load_study(_write(tmp_path, {**job, "ratio": {"loss": "kl"}}, "b.yaml")))
+    kl = plan_study(load_study(write_job(tmp_path, {**job, "ratio": {"loss": "kl"}}, "b.yaml")))
     assert kl.models["none"].address == out.plan.models["none"].address
     assert kl.models["ratio:A:none"].address != out.plan.models["ratio:A:none"].address
     assert kl.models["ratio:A:none"].loss == "kl"
     # ratio.classifier overrides reach the ratio networks only
-    lr = plan_study(load_study(_write(tmp_path, {**job, "ratio": {"classifier": {"learning_rate": 3e-4}}}, "c.yaml")))
+    lr = plan_study(load_study(write_job(tmp_path, {**job, "ratio": {"classifier": {"learning_rate": 3e-4}}}, "c.yaml")))
     assert lr.models["ratio:A:none"].settings.learning_rate == 3e-4
     assert lr.models["none"].address == out.plan.models["none"].address
     # a rerun does nothing
-    again = _run(path)
+    again = run_in_process(path)
     assert again.plan.models["ratio:A:none"].address == out.plan.models["ratio:A:none"].address
     assert "toys" in again.skipped and again.skipped["train"] == 2
 
@@ -125,7 +117,7 @@ def test_adding_ratio_estimators_leaves_the_classifier_addresses_and_the_loss_mo
 ])
 def test_bad_ratio_section_is_named(tmp_path, ratio, message):
     with pytest.raises(ConfigError, match=message):
-        load_study(_write(tmp_path, tiny_job(tmp_path / "out", ratio=ratio)))
+        load_study(write_job(tmp_path, tiny_job(tmp_path / "out", ratio=ratio)))
 
 
 @pytest.mark.slow
@@ -136,7 +128,7 @@ def test_three_components_fit_direct_and_calibrated_ratios(tmp_path):
                    selection={"tau_vis_pt_min": 5.0, "m_vis_min": 0.0, "m_vis_max": None})
     job["generate"]["events"] = {"train": 300, "template": 150, "test": 150}
     job["toys"].update(n_toys=20, fractions={"Z": [0.3]}, treatments=["fixed", "floated"])
-    out = _run(_write(tmp_path, job))
+    out = run_in_process(write_job(tmp_path, job))
     assert set(out.training) == {"none", "ratio:A:none", "ratio:Z:none"}
     ds = open_results(out.results_path)
     assert list(ds["estimator"].values) == ["nn", "ratio", "ratio_calibrated"]

@@ -8,10 +8,10 @@ import os
 
 import numpy as np
 import pytest
-import yaml
 
-from hpcmix.orchestrate.executor import InProcess
-from hpcmix.orchestrate.pipeline import plan_study, run_study
+from conftest import run_in_process, write_job
+
+from hpcmix.orchestrate.pipeline import plan_study
 from hpcmix.orchestrate.record import StageRecord
 from hpcmix.schema import ConfigError
 from hpcmix.stats.weights import effective_sample_size, network_spread, region_fractions, weight_summary
@@ -34,13 +34,53 @@ def tiny_job(out, **changes) -> dict:
     return job
 
 
-def _write(tmp_path, job, name="job.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(job))
-    return str(path)
-
 
 # -- the statistics (no events) --------------------------------------------------------------------
+def test_shape_chi2_is_about_one_per_degree_of_freedom_for_one_density_and_sees_a_shift():
+    from hpcmix.stats.weights import binned, equal_population_edges, shape_chi2
+
+    rng = np.random.default_rng(11)
+    ratios = []
+    for _ in range(300):
+        a, b = rng.normal(size=3000), rng.normal(size=2000)
+        edges = equal_population_edges(b, bins=20)
+        c = shape_chi2(binned(a, edges), binned(b, edges))
+        assert c["ndf"] == 19
+        ratios.append(c["chi2_per_ndf"])
+    # chi2 / ndf has a standard deviation of sqrt(2 / 19) = 0.32 per pair: 300 pairs pin its mean to 0.02
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.08)
+    shifted = shape_chi2(binned(rng.normal(0.3, 1, 3000), edges), binned(b, edges))
+    assert shifted["chi2_per_ndf"] > 3 and shifted["p_value"] < 1e-6
+
+
+def test_weighted_histograms_equal_repeated_events_and_exact_weights_close_the_shapes():
+    from hpcmix.stats.weights import binned, equal_population_edges, feature_comparison
+
+    rng = np.random.default_rng(12)
+    x, k = rng.normal(size=5000), rng.integers(0, 4, 5000)
+    edges = equal_population_edges(x, bins=15)
+    s, s2 = binned(x, edges, k)
+    r, r2 = binned(np.repeat(x, k), edges)
+    np.testing.assert_allclose(s, r)
+    np.testing.assert_allclose(s2, binned(x, edges, k)[1])
+    assert (np.diff(edges) > 0).all() and binned(x, edges)[0].min() >= 10
+    # the exact density ratio N(0.5, 1) / N(0, 1) turns a N(0, 1) sample into a N(0.5, 1) one
+    src, tgt = rng.normal(size=40000), rng.normal(0.5, 1, 20000)
+    c = feature_comparison(src, np.exp(0.5 * src - 0.125), tgt)
+    assert c["before"]["chi2_per_ndf"] > 20
+    assert c["after"]["chi2_per_ndf"] < 2.0
+    assert len(c["edges"]) == len(c["target"]) + 1 == len(c["reweighted"]) + 1
+    # constant weights change no shape, and a feature with two values gets a bin each
+    assert feature_comparison(src, np.full(src.size, 3.0), tgt)["after"]["chi2"] == pytest.approx(
+        c["before"]["chi2"], rel=0.25)
+    two = feature_comparison(rng.integers(0, 2, 500).astype(float), np.ones(500), rng.integers(0, 2, 500).astype(float))
+    assert len(two["edges"]) == 3 and two["before"]["ndf"] == 1
+    with pytest.raises(ValueError, match="cannot fill two bins"):
+        equal_population_edges(np.arange(15.0))
+    with pytest.raises(ValueError, match="3 weights for 4 events"):
+        binned(np.arange(4.0), edges, np.ones(3))
+
+
 def test_weighted_auc_equals_the_auc_of_repeated_events():
     rng = np.random.default_rng(3)
     y = rng.integers(0, 2, 2000)
@@ -78,26 +118,26 @@ def test_effective_size_spread_and_region_shares():
 # -- the study model (no events) -------------------------------------------------------------------
 def test_reweighting_samples_join_the_store_and_their_names_stay_out_of_the_addresses(tmp_path):
     job = tiny_job(tmp_path / "out")
-    plan = plan_study(load_study(_write(tmp_path, job)))
+    plan = plan_study(load_study(write_job(tmp_path, job)))
     assert plan.generation.layout.samples == ("H", "A", "H_heavy")
     assert plan.generation.layout.settings["processes"]["H_heavy"]["variant_of"] == "H"
     r = plan.reweights["heavy"]
     assert [n.settings.seed for n in r.networks] == [7, 8]
     assert "reweight : heavy (H -> H_heavy, 2 network(s), blinded 200 <= m_vis < 260)" in plan.describe()
-    renamed = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"other": job["reweight"]["heavy"]}}, "b.yaml")))
+    renamed = plan_study(load_study(write_job(tmp_path, {**job, "reweight": {"other": job["reweight"]["heavy"]}}, "b.yaml")))
     assert renamed.reweights["other"].address == r.address
     no_test = {**job["reweight"]["heavy"], "two_sample_test": False}
-    quick = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": no_test}}, "c.yaml")))
+    quick = plan_study(load_study(write_job(tmp_path, {**job, "reweight": {"heavy": no_test}}, "c.yaml")))
     # the checks' settings move the record, not the weights (nor what templates and toys read)
     assert quick.reweights["heavy"].address != r.address
     assert quick.reweights["heavy"].weights_address == r.weights_address
     assert [n.address for n in quick.reweights["heavy"].networks] == [n.address for n in r.networks]
-    fewer = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": {**job["reweight"]["heavy"],
+    fewer = plan_study(load_study(write_job(tmp_path, {**job, "reweight": {"heavy": {**job["reweight"]["heavy"],
                                                                                  "networks": 1}}}, "e.yaml")))
     assert fewer.reweights["heavy"].weights_address != r.weights_address
     assert fewer.reweights["heavy"].networks[0].address == r.networks[0].address
     wider = {**job["reweight"]["heavy"], "blind": {**BLIND, "max": 270.0}}
-    moved = plan_study(load_study(_write(tmp_path, {**job, "reweight": {"heavy": wider}}, "d.yaml")))
+    moved = plan_study(load_study(write_job(tmp_path, {**job, "reweight": {"heavy": wider}}, "d.yaml")))
     assert all(a.address != b.address for a, b in zip(moved.reweights["heavy"].networks, r.networks))
     # the components' classifier and templates do not depend on the weight's settings
     assert {k: t.address for k, t in moved.templates.items()} == {k: t.address for k, t in plan.templates.items()}
@@ -118,7 +158,7 @@ def test_reweighting_samples_join_the_store_and_their_names_stay_out_of_the_addr
 ])
 def test_bad_reweight_sections_are_refused_before_any_work(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
-        plan_study(load_study(_write(tmp_path, tiny_job(tmp_path / "out", reweight={"heavy": section}))))
+        plan_study(load_study(write_job(tmp_path, tiny_job(tmp_path / "out", reweight={"heavy": section}))))
 
 
 def test_a_window_up_to_the_selections_upper_edge_covers_it_and_equal_weights_are_refused(tmp_path):
@@ -127,12 +167,12 @@ def test_a_window_up_to_the_selections_upper_edge_covers_it_and_equal_weights_ar
     job = tiny_job(tmp_path / "out", selection={"m_vis_min": 150.0, "m_vis_max": 500.0},
                    reweight={"heavy": {"source": "H", "target": "H_heavy", "smearing": "none", "blind": window}})
     with pytest.raises(ConfigError, match="removes every training event"):
-        load_study(_write(tmp_path, job))
+        load_study(write_job(tmp_path, job))
     job["reweight"]["heavy"]["blind"] = {**window, "max": 499.0}
-    load_study(_write(tmp_path, job))
+    load_study(write_job(tmp_path, job))
     job["reweight"]["twin"] = dict(job["reweight"]["heavy"])
     with pytest.raises(ConfigError, match="'reweight.twin' has the same settings as 'reweight.heavy'"):
-        load_study(_write(tmp_path, job))
+        load_study(write_job(tmp_path, job))
 
 
 def test_different_processes_on_purpose_and_variants_of_variants():
@@ -156,8 +196,8 @@ def test_different_processes_on_purpose_and_variants_of_variants():
 @pytest.fixture(scope="module")
 def reweighted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reweight")
-    path = _write(tmp, tiny_job(tmp / "out"))
-    out = run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None)
+    path = write_job(tmp, tiny_job(tmp / "out"))
+    out = run_in_process(path)
     return tmp, path, out
 
 
@@ -185,6 +225,18 @@ def test_reweighting_makes_the_source_hard_to_tell_from_the_target(reweighted):
     assert info["network_spread"]["networks"] == 2 and info["network_spread"]["relative_std_median"] > 0
     assert "| heavy | H -> H_heavy | 200 <= m_vis < 260 | 2 |" in out.table
     assert os.path.exists(os.path.join(out.plan.report, "reweighting.md"))
+    # per feature and region: the mass shift is plain in the control region's m_vis before and mostly gone
+    # after (inside the narrow blinded window the shift shows in its share, above, more than in its shape)
+    feats = info["features"]
+    assert set(feats) == set(out.plan.reweights["heavy"].settings.inputs) | {"m_vis"}
+    m = feats["m_vis"]["control"]
+    assert m["before"]["chi2_per_ndf"] > 3 and m["after"]["chi2_per_ndf"] < m["before"]["chi2_per_ndf"] / 2, m
+    blinded_test = sum(feats["m_vis"]["blinded"]["target"])
+    assert blinded_test == sum(feats["phi_star"]["blinded"]["target"]) > 100
+    assert sum(m["target"]) + blinded_test == 1000                      # the target's test split
+    assert "| heavy | m_vis | " in out.table
+    for region in ("control", "blinded"):
+        assert os.path.exists(os.path.join(out.plan.report, f"reweighting_heavy_{region}.png"))
 
 
 @pytest.mark.pythia
@@ -237,7 +289,7 @@ def test_a_rerun_skips_the_stage_and_reads_the_same_weights(reweighted):
     done = os.path.join(out.plan.reweights["heavy"].folder, "done.json")
     with open(done) as f:
         record = json.load(f)
-    again = run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None)
+    again = run_in_process(path)
     assert again.skipped["reweight"] == 1
     with open(done) as f:
         assert json.load(f) == record
@@ -257,9 +309,9 @@ def test_a_blinded_region_without_training_events_is_refused_before_training(rew
     # the smeared m_vis: the plan cannot know its range, the stage finds no event left on the client
     job = tiny_job(tmp / "out", reweight={"heavy": {"source": "H", "target": "H_heavy",
                                                     "blind": {"feature": "m_vis", "min": 0.0}}})
-    study = load_study(_write(tmp_path, job))
+    study = load_study(write_job(tmp_path, job))
     with pytest.raises(ReweightError, match=r"leaves 0 of 1500 H, 0 of 1500 H_heavy training event"):
-        run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+        run_in_process(study)
     assert not any(os.path.exists(n.folder) for n in plan_study(study).reweights["heavy"].networks)
 
 
@@ -352,19 +404,19 @@ def test_a_weight_a_study_does_not_make_is_refused_before_any_work(tmp_path, sec
     job = tiny_job(tmp_path / "out")
     job[section] = {**job.get(section, {}), "weights": weights}
     with pytest.raises(ConfigError, match=message):
-        load_study(_write(tmp_path, job))
+        load_study(write_job(tmp_path, job))
 
 
 def test_weighted_templates_refuse_the_ratio_estimators_and_weights_move_only_their_stages(tmp_path):
     job = tiny_job(tmp_path / "out", templates={"weights": {"H": "heavy"}})
     job["toys"] = {**job["toys"], "estimators": ["phi_star", "ratio"]}
     with pytest.raises(ConfigError, match=r"templates of \['ratio'\] cannot take yet"):
-        load_study(_write(tmp_path, job))
+        load_study(write_job(tmp_path, job))
     base = tiny_job(tmp_path / "out")
     base["toys"] = {**base["toys"], "estimators": ["phi_star", "nn"]}
-    plain = plan_study(load_study(_write(tmp_path, base, "a.yaml")))
-    weighted = plan_study(load_study(_write(tmp_path, {**base, "templates": {"weights": {"H": "heavy"}}}, "b.yaml")))
-    drawn = plan_study(load_study(_write(tmp_path, {**base, "toys": {**base["toys"], "weights": {"H": "heavy"}}},
+    plain = plan_study(load_study(write_job(tmp_path, base, "a.yaml")))
+    weighted = plan_study(load_study(write_job(tmp_path, {**base, "templates": {"weights": {"H": "heavy"}}}, "b.yaml")))
+    drawn = plan_study(load_study(write_job(tmp_path, {**base, "toys": {**base["toys"], "weights": {"H": "heavy"}}},
                                          "c.yaml")))
     assert weighted.models["none"].address == plain.models["none"].address
     assert all(weighted.templates[k].address != t.address for k, t in plain.templates.items())
@@ -382,8 +434,8 @@ def test_templates_and_toys_take_the_stored_weights(reweighted, tmp_path):
     tmp, _, out = reweighted
     job = tiny_job(tmp / "out", templates={"weights": {"H": "heavy"}})
     job["toys"] = {**job["toys"], "estimators": ["phi_star", "nn"], "weights": {"H": "heavy"}}
-    study = load_study(_write(tmp_path, job))
-    got = run_study(study, executor=InProcess(), progress=False, echo=lambda *a: None)
+    study = load_study(write_job(tmp_path, job))
+    got = run_in_process(study)
     assert got.skipped["reweight"] == 1                          # the weights are read, not recomputed
     store = EventStore(got.plan.events)
     w_template = store.weights("H", "heavy", "template")
@@ -417,3 +469,89 @@ def test_templates_and_toys_take_the_stored_weights(reweighted, tmp_path):
     note = str(load_toy_batch(cell.batch_file(0)).note)
     w_test = store.weights("H", "heavy", "test")
     assert f"H effective pool {w_test.sum() ** 2 / (w_test ** 2).sum():.0f} of {w_test.size}" in note
+
+
+def test_weight_networks_all_needs_a_used_weight_of_several_networks(tmp_path):
+    job = tiny_job(tmp_path / "out", templates={"weight_networks": "all"})
+    with pytest.raises(ConfigError, match="neither templates.weights nor toys.weights names a weight"):
+        load_study(write_job(tmp_path, job))
+    one = tiny_job(tmp_path / "out", templates={"weights": {"H": "heavy"}, "weight_networks": "all"})
+    one["reweight"]["heavy"]["networks"] = 1
+    with pytest.raises(ConfigError, match=r"two or more; reweight.<name>.networks: \{'heavy': 1\}"):
+        load_study(write_job(tmp_path, one))
+    with pytest.raises(ConfigError, match="weight_networks"):
+        load_study(write_job(tmp_path, tiny_job(tmp_path / "out", templates={"weight_networks": "each"})))
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_every_reweighting_network_gets_its_templates_and_toys_the_network_choice_systematic(reweighted, tmp_path):
+    from hpcmix.results import open_results
+
+    tmp, _, out = reweighted
+    weighted = {"weights": {"H": "heavy"}}
+    nominal_job = tiny_job(tmp / "out", templates=weighted)
+    nominal_job["toys"] = {**nominal_job["toys"], **weighted}
+    job = {**nominal_job, "templates": {**weighted, "weight_networks": "all"}}
+    nominal = plan_study(load_study(write_job(tmp_path, nominal_job, "nominal.yaml")))
+    study = load_study(write_job(tmp_path, job))
+    plan = plan_study(study)
+    # network 0's templates and cells keep their addresses; network 1 adds its own of each
+    assert {k: t.address for k, t in plan.templates.items()} == {k: t.address for k, t in nominal.templates.items()}
+    assert [c.address for c in plan.cells] == [c.address for c in nominal.cells]
+    assert set(plan.network_templates) == {("phi_star", "none", 1)}
+    assert [c.weight_network for c in plan.network_cells] == [1]
+    assert "templates and toys again with reweighting network(s) 1" in plan.describe()
+    got = run_in_process(study)
+    assert got.skipped["reweight"] == 1
+    t0 = StageRecord.read(plan.templates[("phi_star", "none")].folder, stage="templates").info
+    t1 = StageRecord.read(plan.network_templates[("phi_star", "none", 1)].folder, stage="templates").info
+    assert (t0["weights"]["H"]["network"], t1["weights"]["H"]["network"]) == (0, 1)
+    assert t1["a"] != t0["a"]                       # network 1's weights move the weighted phi* fit
+    ds = open_results(got.results_path)
+    by = ds["alpha_hat_by_network"]
+    assert list(by["reweight_network"].values) == [0, 1]
+    np.testing.assert_array_equal(by.sel(reweight_network=0).values, ds["alpha_hat"].values)
+    one = by.sel(reweight_network=1, estimator="phi_star", smearing="none", alpha=0.5, n_events=50).values
+    zero = ds["alpha_hat"].sel(estimator="phi_star", smearing="none", alpha=0.5, n_events=50).values
+    assert np.isfinite(one).all() and not np.allclose(one, zero)
+    syst = ds.mixture.network_systematic().sel(estimator="phi_star", smearing="none", alpha=0.5, n_events=50)
+    assert float(syst["mean"].sel(reweight_network=1)) == pytest.approx(one.mean())
+    assert float(syst["mean_shift"]) == pytest.approx(abs(one.mean() - zero.mean()))
+    assert float(syst["gauss_sigma_shift"]) == pytest.approx(
+        abs(float(syst["gauss_sigma"].sel(reweight_network=1)) - float(syst["gauss_sigma"].sel(reweight_network=0))))
+    assert "Network-choice systematic" in got.table
+    assert os.path.exists(os.path.join(got.plan.report, "weight_networks.md"))
+    with pytest.raises(ValueError, match="templates.weight_networks: all"):
+        open_results(out.plan.results).mixture.network_systematic()
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_hpcmix_reweight_runs_the_stage_alone_with_the_addresses_of_hpcmix_run(reweighted, tmp_path):
+    from click.testing import CliRunner
+
+    from hpcmix.cli import cli
+
+    tmp, path, out = reweighted
+    # without the two-sample test only the record's address moves: the networks and weights are read back
+    job = tiny_job(tmp / "out")
+    job["reweight"]["heavy"]["two_sample_test"] = False
+    quick = write_job(tmp_path, job)
+    site = tmp_path / "site.yaml"   # the local site, its dashboard on a free port
+    site.write_text("kind: local\ncpu: {n_workers: 2, threads_per_worker: 1, dashboard_address: ':0'}\ngpu: null\n")
+    res = CliRunner().invoke(cli, ["reweight", quick, "--no-progress", "--site", str(site)])
+    assert res.exit_code == 0, res.output
+    plan = plan_study(load_study(quick))
+    r = plan.reweights["heavy"]
+    assert r.weights_address == out.plan.reweights["heavy"].weights_address and r.address != out.plan.reweights["heavy"].address
+    rec = StageRecord.read(r.folder, stage="reweight")
+    assert "two_sample" not in rec.info and rec.info["closure"] == out.reweighting["heavy"]["info"]["closure"]
+    assert "| heavy | H -> H_heavy | 200 <= m_vis < 260 | 2 |" in res.output
+    assert f"EventStore({plan.events!r}).weights('H', 'heavy')" in res.output
+    wall = [line for line in res.output.splitlines() if line.startswith("wall time")][0]
+    assert "(generate " in wall and "reweight " in wall and "templates" not in wall and "toys" not in wall
+    assert "Table 1 layout" not in res.output
+    bare = write_job(tmp_path, {k: v for k, v in tiny_job(tmp / "out").items() if k != "reweight"}, "bare.yaml")
+    res = CliRunner().invoke(cli, ["reweight", bare])
+    assert res.exit_code == 2 and "has no reweight: section" in res.output

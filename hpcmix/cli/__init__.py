@@ -93,7 +93,8 @@ def _register_optional() -> None:
     """Stage commands whose modules are importable (all of them in a full install)."""
     import importlib
 
-    for module, name in (("train", "train"), ("templates", "templates"), ("toys", "toys"), ("report", "report")):
+    for module, name in (("reweight", "reweight"), ("train", "train"), ("templates", "templates"), ("toys", "toys"),
+                         ("report", "report")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ImportError:  # pragma: no cover - a stage under construction

@@ -44,6 +44,10 @@ class StudyPlan:
     report: str
     notes: tuple[str, ...] = ()                            # legal but wasteful settings (checks.py)
     reweights: dict[str, reweight_stage.Reweighting] = field(default_factory=dict)   # weight name -> item
+    # templates.weight_networks = all: (estimator, smearing, network m >= 1) -> templates with network m's
+    # weights, and the cells fitted on them (the network-choice systematic)
+    network_templates: dict[tuple[str, str, int], templates_stage.Templates] = field(default_factory=dict)
+    network_cells: tuple[toys_stage.Cell, ...] = ()
 
     @property
     def events_address(self) -> str:
@@ -51,7 +55,20 @@ class StudyPlan:
 
     @property
     def n_toy_tasks(self) -> int:
-        return sum(len(c.batches) for c in self.cells)
+        return sum(len(c.batches) for c in self.cells + self.network_cells)
+
+    @property
+    def template_items(self) -> list[templates_stage.Templates]:
+        """Every templates folder the study needs: the nominal ones, then the other networks' (each once)."""
+        out = {t.address: t for t in self.templates.values()}
+        out.update({t.address: t for t in self.network_templates.values() if t.address not in out})
+        return list(out.values())
+
+    def network_variants(self) -> dict[int, tuple[dict[tuple[str, str], str], list[toys_stage.Cell]]]:
+        """{network m >= 1: ({(estimator, smearing): templates folder}, its cells)} for the aggregate."""
+        ms = sorted({m for *_, m in self.network_templates})
+        return {m: ({(e, s): t.folder for (e, s, mm), t in self.network_templates.items() if mm == m},
+                    [c for c in self.network_cells if c.weight_network == m]) for m in ms}
 
     def addresses(self) -> dict[str, Any]:
         """Every output's address, by stage (what the rerun test compares)."""
@@ -63,6 +80,8 @@ class StudyPlan:
                 "templates": {"/".join(k): t.address for k, t in self.templates.items()},
                 "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_label),
                                    *(f"{k}={f}" for k, f in c.fractions)]): c.address for c in self.cells},
+                **({"weight_networks": {"/".join([*k[:2], str(k[2])]): t.address
+                                        for k, t in self.network_templates.items()}} if self.network_templates else {}),
                 "results": os.path.basename(self.results).removesuffix(".zarr")}
 
     def describe(self) -> str:
@@ -82,7 +101,12 @@ class StudyPlan:
                  + (f"; AUC study: {len(self.auc_models)} more ({', '.join(self.auc_models)})"
                     if self.auc_models else ""),
                  f"  templates: {len(self.templates)} ({', '.join('/'.join(k) for k in self.templates)})",
-                 f"  toys     : {len(self.cells)} cells x {s.toys.n_toys} toys in {self.n_toy_tasks} tasks",
+                 f"  toys     : {len(self.cells) + len(self.network_cells)} cells x {s.toys.n_toys} toys in "
+                 f"{self.n_toy_tasks} tasks",
+                 *([f"  networks : templates and toys again with reweighting network(s) "
+                    f"{', '.join(map(str, self.network_variants()))} (templates.weight_networks: all): "
+                    f"{len(self.template_items) - len(self.templates)} more templates, {len(self.network_cells)} "
+                    "more cells"] if self.network_templates else []),
                  f"  results  : {self.results}", f"  report   : {self.report}"]
         return "\n".join(lines + self.estimate().lines() + [f"  note     : {n}" for n in self.notes])
 
@@ -111,8 +135,9 @@ class StudyPlan:
             train += epochs * n * (1 - r.settings.classifier.validation_fraction) / est["training_samples_per_core_second"]
         # a cell with nuisances fits its toys once per treatment, with the K-fraction fitter (far slower
         # per event: K densities, the positivity support, profiled nuisances)
-        two = sum(c.n_events for c in self.cells if not c.has_nuisances) / est["toy_events_per_core_second"]
-        more = (sum(c.n_events * len(c.treatments) for c in self.cells if c.has_nuisances)
+        cells = self.cells + self.network_cells
+        two = sum(c.n_events for c in cells if not c.has_nuisances) / est["toy_events_per_core_second"]
+        more = (sum(c.n_events * len(c.treatments) for c in cells if c.has_nuisances)
                 / est["fraction_toy_events_per_core_second"])
         toys = self.study.toys.n_toys * (two + more)
         size = n_selected * est["store_bytes_per_event"]
@@ -160,10 +185,19 @@ def plan_study(study: Study) -> StudyPlan:
                                      reweights=reweights)
     cells = toys_stage.plan(study, templates, root=os.path.join(out, "toys"), events_path=events,
                             reweights=reweights)
-    results = address("results", RESULTS_VERSION, {"poi": study.poi.name}, {c.address: c.address for c in cells})
+    network_templates, network_cells = {}, ()
+    for m in range(1, templates_stage.weight_network_count(study)):
+        tm = {k: templates_stage.with_weight_network(t, m, root=os.path.join(out, "templates"))
+              for k, t in templates.items()}
+        network_templates.update({(*k, m): t for k, t in tm.items()})
+        network_cells += toys_stage.plan(study, tm, root=os.path.join(out, "toys"), events_path=events,
+                                         reweights=reweights, weight_network=m)
+    results = address("results", RESULTS_VERSION, {"poi": study.poi.name},
+                      {c.address: c.address for c in cells + network_cells})
     plan = StudyPlan(study=study, generation=generation, events=events, models=models, auc_models=auc_models,
                      templates=templates, cells=cells, results=os.path.join(out, "results", f"{results}.zarr"),
-                     report=os.path.join(out, "report"), reweights=reweights)
+                     report=os.path.join(out, "report"), reweights=reweights, network_templates=network_templates,
+                     network_cells=network_cells)
     return dataclasses.replace(plan, notes=check_plan(plan))
 
 
@@ -181,9 +215,19 @@ class StudyOutcome:
     reweighting: dict[str, dict] = field(default_factory=dict)            # weight name -> reweight record
 
 
+#: the stages ``run_study(..., until=)`` can stop after
+STOP_AFTER = ("reweight",)
+
+
 def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
-              echo: Callable[[str], None] = print) -> StudyOutcome:
-    """Run every stage that is not done yet on ``executor`` (default: the pools of ``site``)."""
+              echo: Callable[[str], None] = print, until: str | None = None) -> StudyOutcome:
+    """Run every stage that is not done yet on ``executor`` (default: the pools of ``site``);
+    ``until="reweight"`` stops after the reweighting stage (``hpcmix reweight``)."""
+    if until is not None and until not in STOP_AFTER:
+        raise ValueError(f"until must be one of {list(STOP_AFTER)} or None, got {until!r}")
+    if until == "reweight" and not study.reweight:
+        raise ReweightPlanError(f"{study.source}: the job has no reweight: section, so there is no reweighting "
+                                "stage to run; add one (docs/stages/reweight.md) or use hpcmix run")
     from ..store import EventStore
     from .executor import site_executor
 
@@ -199,10 +243,14 @@ def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
             echo(executor.describe())
             for line in executor.dashboard_lines():
                 echo(line)
-            return _run_stages(plan, executor, progress, echo)
+            return _run_stages(plan, executor, progress, echo, until=until)
         finally:
             if own:
                 executor.close()
+
+
+class ReweightPlanError(HpcmixError, ValueError):
+    """``hpcmix reweight`` on a job without a reweight: section."""
 
 
 class InsufficientDiskError(HpcmixError, RuntimeError):
@@ -253,18 +301,18 @@ def run_reweight(items, store_path: str, executor, *, progress: bool, echo) -> d
 
     store = EventStore(store_path)
     todo = [r for r in items if not reweight_stage.is_complete(r, store)]
-    for r in todo:   # on the client, before any of the weights' tasks
-        reweight_stage.check_training_events(store, r)
+    # on the client, before any of the weights' tasks: refuses a region with too few training events
+    factors = {r.name: reweight_stage.control_region(store, r).factor(r.settings) for r in todo}
     pairs = [(r, store_path) for r in todo]
     for _ in executor.run(reweight_stage.training_tasks(pairs), stage="reweight", progress=progress):
         pass
     for r in todo:
         store.create_weight(r.settings.source, r.name, r.weights_address, n_networks=len(r.networks),
-                            provenance=reweight_stage.provenance(r, store_path,
-                                                                 reweight_stage.control_factor(store, r)))
-    for _ in executor.run(reweight_stage.weight_tasks(pairs), stage="reweight", progress=progress, unit="chunk"):
+                            provenance=reweight_stage.provenance(r, store_path, factors[r.name]))
+    for _ in executor.run(reweight_stage.weight_tasks(pairs, factors), stage="reweight", progress=progress,
+                          unit="chunk"):
         pass
-    for _ in executor.run(reweight_stage.summary_tasks(pairs), stage="reweight", progress=progress):
+    for _ in executor.run(reweight_stage.summary_tasks(pairs, factors), stage="reweight", progress=progress):
         pass
     records = {r.name: StageRecord.read(r.folder, stage=reweight_stage.NAME).to_json() for r in items}
     for name, rec in records.items():
@@ -287,7 +335,19 @@ def run_toys(cells, executor, *, progress: bool) -> tuple[int, tuple[str, ...]]:
     return done, tuple(sorted(j for j in jobs if j))
 
 
-def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome:
+def _reweight_report(plan: StudyPlan, reweighting: dict) -> tuple[str, list[str]]:
+    """The reweighting stage's part of the report: ``reweighting.md`` and its per-feature figures."""
+    from ..results.aggregate import reweight_table
+    from ..results.report import reweighting_figures
+
+    os.makedirs(plan.report, exist_ok=True)
+    text = reweight_table(reweighting)
+    with open(os.path.join(plan.report, "reweighting.md"), "w") as f:
+        f.write(text + "\n")
+    return text, reweighting_figures(reweighting, plan.report)
+
+
+def _run_stages(plan: StudyPlan, executor, progress: bool, echo, *, until: str | None = None) -> StudyOutcome:
     from ..generate.run import run_generation
     from ..results.aggregate import aggregate_toys, auc_table, network_table
     from ..results.report import write_report
@@ -309,13 +369,17 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
             reweighting = run_reweight(reweights, plan.events, executor, progress=progress, echo=echo)
     else:
         reweighting = {}
+    if until == "reweight":
+        text, figures = _reweight_report(plan, reweighting)
+        return StudyOutcome(plan=plan, results_path="", table=text, figures=figures, seconds=seconds,
+                            skipped=skipped, slurm_jobs=slurm_jobs, reweighting=reweighting)
 
     every = [*plan.models.values(), *plan.auc_models.values()]
     skipped["train"] = sum(is_done(m.folder, m.address) for m in every)
     with _stage("train", seconds):
         records = run_train(every, plan.events, executor, progress=progress, echo=echo)
 
-    items = list(plan.templates.values())
+    items = plan.template_items
     skipped["templates"] = sum(is_done(t.folder, t.address) for t in items)
     with _stage("templates", seconds):
         trecords = run_templates(items, plan.events, executor, progress=progress)
@@ -325,7 +389,7 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
             echo(f"templates [phi_star/{sm}]: a = {info['a']:.4f} +- {info['a_err']:.4f}, c = {info['c']:.4f}")
 
     with _stage("toys", seconds):
-        skipped["toys"], slurm_jobs["toys"] = run_toys(plan.cells, executor, progress=progress)
+        skipped["toys"], slurm_jobs["toys"] = run_toys(plan.cells + plan.network_cells, executor, progress=progress)
 
     with _stage("aggregate", seconds):
         attrs = {"study": study.name, "job": study.to_json(), "events": plan.events,
@@ -336,7 +400,8 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
         ds, templates = aggregate_toys({k: t.folder for k, t in plan.templates.items()}, plan.cells,
                                        alphas=list(study.toys.alpha), n_events=list(study.toys.n_events),
                                        n_toys=study.toys.n_toys, seed=study.seed, path=plan.results, attrs=attrs,
-                                       nuisances=dict(study.toys.fractions), treatments=study.toys.treatments)
+                                       nuisances=dict(study.toys.fractions), treatments=study.toys.treatments,
+                                       networks=plan.network_variants())
     if bool(ds["pool_smaller_than_needed"].any()):
         start, stop = plan.generation.layout.split_ranges()["test"]
         pools = " + ".join(f"{stop - start} {c}" for c in study.components)
@@ -362,12 +427,9 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo) -> StudyOutcome
     slurm_jobs["train"] = tuple(sorted({r["info"]["worker"]["slurm_job_id"] for r in training.values()
                                         if r["info"]["worker"].get("slurm_job_id")}))
     if reweighting:
-        from ..results.aggregate import reweight_table
-
-        text = reweight_table(reweighting)
-        with open(os.path.join(plan.report, "reweighting.md"), "w") as f:
-            f.write(text + "\n")
+        text, more = _reweight_report(plan, reweighting)
         table = table + "\n\n" + text
+        figures = [*figures, *more]
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
                         seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training,
                         reweighting=reweighting)

@@ -84,6 +84,9 @@ _SUMMARY_ATTRS = {
 }
 #: fraction_table marks cells with at least this fraction of fits on a positivity limit
 LIMIT_NOTE_FRACTION = 0.05
+_NETWORK_ATTRS = {"mean": "mean of alpha_hat", "mean_err": "error of the mean",
+                  "gauss_sigma": "width of a Gaussian fitted to the alpha_hat histogram",
+                  "gauss_sigma_err": "error of gauss_sigma"}
 _FLAT_ATTRS = {"long_name": "fraction of fits with a flat direction (a fraction the data cannot fix)"}
 
 
@@ -186,6 +189,52 @@ class MixtureAccessor:
                 blocks.append(_table_blocks(s.sel(at), ns, width, label))
             return "\n\n".join(blocks)
         return _table_blocks(s, ns, width, "")
+
+    def network_systematic(self) -> xr.Dataset:
+        """Per cell and reweighting network (templates.weight_networks: all): the mean and Gaussian-fit width
+        of alpha_hat, and the network-choice systematic, the largest shift of either from network 0's
+        (the nominal, whose fits are ``alpha_hat``)."""
+        ds = self._ds
+        if "alpha_hat_by_network" not in ds:
+            raise ValueError("this results Dataset has no alpha_hat_by_network: run the study with "
+                             "templates.weight_networks: all (and a weight in templates.weights or toys.weights)")
+        dims = (*cell_dims(ds), "reweight_network")
+        a = ds["alpha_hat_by_network"].transpose(*dims, "toy").values
+        res = {k: np.full(a.shape[:-1], np.nan) for k in ("mean", "mean_err", "gauss_sigma", "gauss_sigma_err")}
+        for idx in np.ndindex(*a.shape[:-1]):   # a loop over cells and networks, never over toys
+            x = a[idx][np.isfinite(a[idx])]
+            if x.size < 2:
+                continue
+            res["mean"][idx], res["mean_err"][idx] = x.mean(), x.std(ddof=1) / np.sqrt(x.size)
+            _, res["gauss_sigma"][idx], _, res["gauss_sigma_err"][idx] = gauss_fit_histogram(x)
+        out = xr.Dataset({k: (dims, v, {"long_name": f"{_NETWORK_ATTRS[k]}, per reweighting network", "units": "1"})
+                          for k, v in res.items()}, coords={d: ds[d] for d in dims})
+        for k, label in (("mean", "mean_shift"), ("gauss_sigma", "gauss_sigma_shift")):
+            shift = np.abs(out[k] - out[k].sel(reweight_network=0)).max("reweight_network", skipna=True)
+            out[label] = shift.assign_attrs(long_name=f"network-choice systematic: the largest |{k} - {k} of "
+                                                      "network 0| over the other networks", units="1")
+        return out
+
+    def network_table(self) -> str:
+        """The network-choice systematic (``network_systematic``): per cell, the Gaussian-fit width and the
+        mean of alpha_hat for each reweighting network, and the largest shift from network 0."""
+        s = self.network_systematic()
+        nets = [int(m) for m in s["reweight_network"].values]
+        cell = [d for d in s["gauss_sigma_shift"].dims]
+        head = ([*cell, *(f"sigma, network {m}" for m in nets), "sigma shift",
+                 *(f"mean, network {m}" for m in nets), "mean shift"])
+        lines = ["Network-choice systematic: alpha_hat on the templates and pools of each reweighting network's "
+                 "weights (the same toys; network 0 is the nominal), Gaussian-fit width and mean",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for point in itertools.product(*(s[d].values for d in cell)):
+            c = s.sel(dict(zip(cell, point)))
+            row = [f"{v:g}" if isinstance(v, (float, np.floating)) else str(v) for v in point]
+            row += [f"{float(c['gauss_sigma'].sel(reweight_network=m)):.4f}" for m in nets]
+            row.append(f"{float(c['gauss_sigma_shift']):.4f}")
+            row += [f"{float(c['mean'].sel(reweight_network=m)):.4f}" for m in nets]
+            row.append(f"{float(c['mean_shift']):.4f}")
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
 
     def fraction_table(self, *, alpha=None, summary: xr.Dataset | None = None) -> str:
         """sigma of alpha_hat (Gaussian-fit width) against each nuisance fraction, beside its Cramer-Rao bound.

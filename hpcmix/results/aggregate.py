@@ -16,19 +16,51 @@ SMEARING_ORDER = ("none", "detector")
 
 def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence, *, alphas, n_events,
                    n_toys: int, seed: int, path: str, attrs: Mapping | None = None,
-                   nuisances: Mapping[str, Sequence[float]] | None = None, treatments: Sequence[str] = ()):
+                   nuisances: Mapping[str, Sequence[float]] | None = None, treatments: Sequence[str] = (),
+                   networks: Mapping[int, tuple[Mapping[tuple[str, str], str], Sequence]] | None = None):
     """Collect the toy batches of ``cells`` into the results Dataset, saved at ``path`` (Zarr).
 
     ``template_dirs``: {(estimator, smearing): templates folder}; ``cells``: toys-stage cells
     whose batch files are all written; ``nuisances`` ({component: fraction grid}) and
-    ``treatments`` for studies with more than two components. Returns (the Dataset reopened
-    from ``path``, {(estimator, smearing): templates}).
+    ``treatments`` for studies with more than two components; ``networks`` (templates.weight_networks:
+    all): {reweighting network m >= 1: (its template_dirs, its cells)}, whose fits become
+    ``alpha_hat_by_network`` beside the nominal (network 0) ``alpha_hat``. Returns (the Dataset
+    reopened from ``path``, {(estimator, smearing): templates}).
     """
+    from .dataset import open_results, save_results
+
+    kw = dict(alphas=alphas, n_events=n_events, n_toys=n_toys, seed=seed, attrs=attrs, nuisances=nuisances,
+              treatments=treatments)
+    ds, templates = _build(template_dirs, cells, curves=True, **kw)
+    if networks:
+        ds = _with_networks(ds, {m: _build(dirs, c, curves=False, **kw)[0] for m, (dirs, c) in networks.items()})
+    save_results(ds, path)
+    return open_results(path), templates
+
+
+def _with_networks(ds, by_network: Mapping[int, object]):
+    """``alpha_hat_by_network`` (dimension reweight_network, 0 the nominal): the fits of the same toys'
+    cells on each reweighting network's templates and pools."""
+    import xarray as xr
+
+    order = [0, *sorted(by_network)]
+    hats = [ds["alpha_hat"], *(by_network[m]["alpha_hat"] for m in order[1:])]
+    ds["alpha_hat_by_network"] = xr.concat(hats, dim="reweight_network", join="exact").assign_coords(
+        reweight_network=order)
+    ds["alpha_hat_by_network"].attrs.update(
+        long_name="fitted alpha with the templates and pools of each reweighting network's weights "
+                  "(templates.weight_networks: all; network 0 is alpha_hat)", units="1")
+    ds["reweight_network"].attrs.update(long_name="reweighting network (its seed is the weight's seed + m)")
+    return ds
+
+
+def _build(template_dirs, cells, *, alphas, n_events, n_toys, seed, attrs, nuisances, treatments, curves: bool):
+    """The results Dataset of one set of templates and cells (not saved), and the loaded templates."""
     from ..orchestrate.record import StageRecord
     from ..stats.fitter import mixture_log_likelihood
     from ..stats.toys import draw_toys, toy_seed
     from ..store.artefacts import load_templates, load_test_pool, load_toy_batch
-    from .dataset import ResultsBuilder, open_results, save_results
+    from .dataset import ResultsBuilder
 
     estimators = sorted({e for e, _ in template_dirs}, key=ESTIMATOR_ORDER.index)
     smearings = sorted({s for _, s in template_dirs}, key=SMEARING_ORDER.index)
@@ -43,9 +75,7 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
         ds = builder.to_dataset()
         ds.attrs["fit"] = ("unbinned ML of K fractions, p = sum_k f_k p_k; alpha = f_A / (f_A + f_H) with the "
                            "other fractions fixed, floated or constrained; p >= 0 on the template support")
-        ds = _events_per_toy(ds, cells)
-        save_results(ds, path)
-        return open_results(path), templates
+        return _events_per_toy(ds, cells), templates
     for c in cells:
         t = templates[(c.estimator, c.smearing)]
         bound = float(np.asarray(t.cramer_rao_bound(c.alpha, c.n_events)))
@@ -59,7 +89,7 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
     alpha_grid = np.linspace(-0.5, 1.5, 401)
     mid_alpha = alphas[len(alphas) // 2]
     mid_n = n_events[len(n_events) // 2]
-    for (est, sm), d in template_dirs.items():
+    for (est, sm), d in (template_dirs.items() if curves else ()):
         pool = load_test_pool(d)
         zero, one = pool.components
         draw = draw_toys(pool.size(one), pool.size(zero), alpha=mid_alpha, n_events=mid_n, n_toys=1,
@@ -69,8 +99,7 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
         lnl = mixture_log_likelihood(draw.gather(pool.density[(one, one)], pool.density[(one, zero)]),
                                      draw.gather(pool.density[(zero, one)], pool.density[(zero, zero)]), grid)[0]
         builder.add_curve(est, sm, grid, -2 * (lnl - lnl.max()), alpha=mid_alpha, n_events=mid_n)
-    save_results(builder.to_dataset(), path)
-    return open_results(path), templates
+    return builder.to_dataset(), templates
 
 
 def _events_per_toy(ds, cells):
@@ -193,4 +222,18 @@ def reweight_table(records: Mapping[str, Mapping]) -> str:
             ts = rec["info"].get("two_sample", {})
             if "blinded" in ts.get("after", {}):
                 lines.append(f"| {name} | {pm(ts['before']['blinded'], 'auc')} | {pm(ts['after']['blinded'], 'auc')} |")
+    features = {name: rec["info"].get("features") or {} for name, rec in records.items()}
+    if any(features.values()):
+        regions = [r for r in ("all", "control", "blinded") if any(r in f for fs in features.values() for f in fs.values())]
+        lines += ["", "Per-feature shapes, chi2 / ndf of the source against the target before -> after reweighting "
+                  "(test split, the target's equal-population bins)",
+                  "| weight | feature | " + " | ".join(regions) + " |", "|---|---|" + "---|" * len(regions)]
+
+        def cell(c):
+            return (f"{c['before']['chi2_per_ndf']:.2f} -> {c['after']['chi2_per_ndf']:.2f} (ndf {c['after']['ndf']})"
+                    if c else "-")
+
+        for name, fs in features.items():
+            for feature, by_region in fs.items():
+                lines.append(f"| {name} | {feature} | " + " | ".join(cell(by_region.get(r)) for r in regions) + " |")
     return "\n".join(lines)

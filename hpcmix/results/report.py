@@ -3,6 +3,7 @@
 Figures: templates (Fig. 2a, 3a), alpha_hat histograms with Gaussian fits (Fig. 4, 5),
 lr_stat against chi2(1) and one toy's -2 Delta lnL curves (Fig. 6); with nuisance
 components also sigma(alpha_hat) against each nuisance fraction, per estimator and treatment.
+The reweighting stage's per-feature histograms come from its records (``reweighting_figures``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from . import accessor  # noqa: F401  (registers ds.mixture)
 from .accessor import n_text
 from .dataset import nuisance_components
 
-__all__ = ["write_report"]
+__all__ = ["reweighting_figures", "write_report"]
 
 
 def _safe(name: str) -> str:
@@ -248,4 +249,48 @@ def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: s
         with open(os.path.join(out, "sigma_vs_fraction.md"), "w") as f:
             f.write(fractions + "\n")
         table = fractions + "\n\n" + table
+    if "alpha_hat_by_network" in ds:   # templates.weight_networks: all
+        networks = ds.mixture.network_table()
+        with open(os.path.join(out, "weight_networks.md"), "w") as f:
+            f.write(networks + "\n")
+        table = table + "\n\n" + networks
     return table, paths
+
+
+def reweighting_figures(records, out) -> list[str]:
+    """Per weight and region (control, blinded): every compared feature's source, reweighted source and
+    target shapes on the target's equal-population bins, with chi2 / ndf before -> after; from the
+    reweighting stage's records (their ``features``), so no event is read."""
+    out = os.fspath(out)
+    os.makedirs(out, exist_ok=True)
+    paths = []
+    for name, rec in records.items():
+        info = rec["info"]
+        feats = info.get("features") or {}
+        for region in sorted({r for f in feats.values() for r in f}):
+            shown = {f: v[region] for f, v in feats.items() if region in v}
+            cols = min(5, len(shown))
+            rows = -(-len(shown) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+            for ax, (feature, c) in zip(axes.flat, shown.items()):
+                edges = np.asarray(c["edges"])
+                width = np.diff(edges)
+                for key, label, style in (("source", info["source"], dict(color="C0", ls="--")),
+                                          ("reweighted", f"{info['source']} reweighted", dict(color="C0")),
+                                          ("target", info["target"], dict(color="k"))):
+                    h = np.asarray(c[key], float)
+                    ax.stairs(h / h.sum() / width, edges, label=label, **style)
+                ax.set_title(f"{feature}: chi2/ndf {c['before']['chi2_per_ndf']:.2f} -> {c['after']['chi2_per_ndf']:.2f}",
+                             fontsize=8)
+                ax.tick_params(labelsize=7)
+            for ax in list(axes.flat)[len(shown):]:
+                ax.axis("off")
+            axes.flat[0].legend(fontsize=7)
+            fig.suptitle(f"reweighting {name} ({info['source']} -> {info['target']}), {region} region, test split"
+                         + (f", blinded {info['blind']}" if info.get("blind") else ""), fontsize=10)
+            fig.tight_layout()
+            p = os.path.join(out, f"reweighting_{_safe(name)}_{_safe(region)}.png")
+            fig.savefig(p, dpi=90)
+            plt.close(fig)
+            paths.append(p)
+    return paths

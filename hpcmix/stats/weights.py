@@ -48,3 +48,57 @@ def region_fractions(inside_source: np.ndarray, weights: np.ndarray, inside_targ
     return {"source": float(f_s), "source_err": float(np.sqrt(f_s * (1 - f_s) / inside_source.size)),
             "reweighted_source": float(f_w), "reweighted_source_err": float(np.sqrt(f_w * (1 - f_w) / ess)),
             "target": float(f_t), "target_err": float(np.sqrt(f_t * (1 - f_t) / inside_target.size))}
+
+
+def equal_population_edges(x: np.ndarray, *, bins: int = 20, min_per_bin: int = 10) -> np.ndarray:
+    """Bin edges holding about equal numbers of the events ``x`` (at most ``bins`` bins, each with at
+    least ``min_per_bin`` of them): the binning of a shape comparison, fine where the events are."""
+    x = np.asarray(x, dtype=float).reshape(-1)
+    if x.size < 2 * min_per_bin:
+        raise ValueError(f"{x.size} events cannot fill two bins of at least {min_per_bin}; compare larger samples")
+    n = max(2, min(bins, x.size // min_per_bin))
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n + 1)))
+    if edges.size < 3:   # a feature with one or two values: one bin per value
+        edges = np.unique(np.concatenate([np.unique(x), [x.max() + 1.0]]))
+    return edges
+
+
+def binned(x: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per bin, the sum of the weights and of their squares (events beyond the edges go to the end bins)."""
+    x = np.asarray(x, dtype=float).reshape(-1)
+    w = np.ones(x.size) if weights is None else np.asarray(weights, dtype=float).reshape(-1)
+    if w.size != x.size:
+        raise ValueError(f"{w.size} weights for {x.size} events")
+    i = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    return np.bincount(i, w, len(edges) - 1), np.bincount(i, w * w, len(edges) - 1)
+
+
+def shape_chi2(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> dict:
+    """chi2 / ndf between the shapes of two binned samples, each (sum w, sum w^2) per bin (``binned``).
+
+    Each is normalised to unit area, p_i = s_i / S with variance sum w^2_i / S^2 (events with weight 1
+    give the Poisson n_i / N^2); chi2 = sum_i (p_a - p_b)^2 / (var_a + var_b) over the bins either
+    fills, ndf = bins - 1 for the shared normalisation. For samples of one density chi2 / ndf is about 1."""
+    (sa, va), (sb, vb) = ((np.asarray(s, float), np.asarray(v, float)) for s, v in (a, b))
+    if sa.sum() <= 0 or sb.sum() <= 0:
+        raise ValueError("a sample with no (positive) weight has no shape to compare")
+    pa, pb = sa / sa.sum(), sb / sb.sum()
+    var = va / sa.sum() ** 2 + vb / sb.sum() ** 2
+    used = var > 0
+    chi2 = float(((pa - pb)[used] ** 2 / var[used]).sum())
+    ndf = int(used.sum()) - 1
+    from scipy.stats import chi2 as chi2_dist
+
+    return {"chi2": chi2, "ndf": ndf, "chi2_per_ndf": chi2 / ndf if ndf > 0 else float("nan"),
+            "p_value": float(chi2_dist.sf(chi2, ndf)) if ndf > 0 else float("nan")}
+
+
+def feature_comparison(x_source: np.ndarray, weights: np.ndarray, x_target: np.ndarray, *, bins: int = 20,
+                       min_per_bin: int = 10) -> dict:
+    """One feature of source (weighted by ``weights``) against target: the histograms on the target's
+    equal-population bins, and chi2 / ndf before (unweighted) and after reweighting."""
+    edges = equal_population_edges(x_target, bins=bins, min_per_bin=min_per_bin)
+    before, after, target = binned(x_source, edges), binned(x_source, edges, weights), binned(x_target, edges)
+    return {"edges": edges.tolist(), "source": before[0].tolist(), "reweighted": after[0].tolist(),
+            "reweighted_w2": after[1].tolist(), "target": target[0].tolist(),
+            "before": shape_chi2(before, target), "after": shape_chi2(after, target)}

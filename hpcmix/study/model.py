@@ -100,8 +100,12 @@ class TemplateSettings:
     positivity_quantile: float
     # component -> the name of a reweight: weight its template events carry (a weighted KDE / phi* fit)
     weights: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # nominal: the weights of network 0; all: also templates and toys with each other network's weights
+    weight_networks: str = "nominal"
 
 
+#: templates.weight_networks: network 0 only, or every reweighting network (the network-choice systematic)
+WEIGHT_NETWORKS = ("nominal", "all")
 #: how a nuisance fraction (a component outside the parameter of interest) enters the fit
 TREATMENTS = ("fixed", "floated", "constrained")
 #: what toys.n_events counts: every event of a test set, or the expected events of the pair

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
-from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, AUCStudy, GenerateSettings, ParameterOfInterest,
+from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, WEIGHT_NETWORKS, AUCStudy, GenerateSettings, ParameterOfInterest,
                     RatioSettings,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
@@ -111,6 +111,9 @@ TEMPLATE_FIELDS = {
     "positivity_quantile": Field(lambda v: _is_number(v) and 0 <= v < 0.5, "a number in [0, 0.5)"),
     "weights": Field(lambda v: isinstance(v, Mapping) and all(is_str(k) and is_str(n) for k, n in v.items()),
                      "a mapping component -> weight name (a reweight: section whose source is that component)"),
+    "weight_networks": Field(lambda v: v in WEIGHT_NETWORKS,
+                             f"one of {list(WEIGHT_NETWORKS)} (all: templates and toys with every reweighting "
+                             "network's weights, the network-choice systematic)"),
 }
 TOYS_FIELDS = {
     "estimators": Field(_distinct_list(lambda v: v in ESTIMATORS), f"a non-empty list from {list(ESTIMATORS)}"),
@@ -371,6 +374,8 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         seen[key] = w.name
     for section in ("templates", "toys"):
         _check_weight_uses(section, t[section]["weights"], components, reweight, ty["estimators"], where=where)
+    if tp["weight_networks"] == "all":
+        _check_weight_networks({**tp["weights"], **ty["weights"]}, reweight, where=where)
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
@@ -418,6 +423,18 @@ def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweig
                               f"{bad} cannot take yet (their density ratios' quadrature nodes carry no weights); "
                               f"weighted templates work for {list(WEIGHTED_TEMPLATE_ESTIMATORS)} "
                               "(ratio_calibrated with two components): drop those estimators or the weights")
+
+
+def _check_weight_networks(uses: Mapping[str, str], reweight, *, where: str) -> None:
+    """templates.weight_networks = all: the weights used have two or more networks, the same number."""
+    if not uses:
+        raise ConfigError(f"{where}: 'templates.weight_networks: all' repeats the templates and toys with every "
+                          "reweighting network's weights, but neither templates.weights nor toys.weights names a "
+                          "weight; name one, or drop weight_networks")
+    counts = {name: w.networks for w in reweight for name in set(uses.values()) if w.name == name}
+    if len(set(counts.values())) != 1 or min(counts.values()) < 2:
+        raise ConfigError(f"{where}: 'templates.weight_networks: all' needs the weights it varies to have the same "
+                          f"number of networks, two or more; reweight.<name>.networks: {counts}")
 
 
 def _reweight(name: str, section: Mapping[str, Any], *, catalogue, classifier: Mapping[str, Any], seed: int,

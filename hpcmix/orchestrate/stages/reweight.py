@@ -38,10 +38,15 @@ from ..record import StageRecord, address, is_done
 NAME = "reweight"
 #: bump when what the stage computes changes (the training set, the weights, the summary)
 VERSION = 1
+#: bump when the summary's checks change (only the record's address moves: no network or weight is redone;
+#: 2: per-feature histograms and chi2 / ndf in the control and blinded regions)
+SUMMARY_VERSION = 2
 #: the fresh two-sample-test networks take the weight's seed plus this (never a reweighting network's)
 TWO_SAMPLE_SEED_OFFSET = 1000
 #: fewest training events per sample once the blinded region is removed
 MIN_TRAINING_EVENTS = 10
+#: the per-feature comparisons' bins hold at least this many target events
+FEATURE_MIN_PER_BIN = 10
 
 
 class ReweightError(HpcmixError, ValueError):
@@ -94,7 +99,8 @@ class Reweighting:
         return self.settings.settings_slice()
 
     def slice(self) -> dict:
-        return {**self.weight_slice(), "two_sample_test": self.settings.two_sample_test}
+        return {**self.weight_slice(), "two_sample_test": self.settings.two_sample_test,
+                "summary_version": SUMMARY_VERSION}
 
 
 def _network_item(w: ReweightSettings, m: int, *, events: str, root: str) -> Network:
@@ -138,25 +144,33 @@ def labelled(store, w: ReweightSettings, split: str) -> tuple[np.ndarray, np.nda
     return np.concatenate(xs), np.concatenate(ys), np.concatenate(inside)
 
 
-def blinded(store, w: ReweightSettings, sample: str, split: str | None = None, *, chunk: int | None = None):
-    """True for the events of one split (or chunk) inside the blinded region (all False without one)."""
-    smeared = SMEARED[w.smearing]
-    if chunk is not None:
-        n = store.layout.chunk_size
-        if w.blind is None:
-            return np.zeros(n, dtype=bool)
-        return w.blind.mask(store.chunk_features(sample, chunk, smeared=smeared, names=[w.blind.feature])[:, 0])
+def blinded(store, w: ReweightSettings, sample: str, split: str) -> np.ndarray:
+    """True for the events of one split inside the blinded region (all False without one)."""
     if w.blind is None:
         start, stop = store.layout.split_ranges()[split]
         return np.zeros(stop - start, dtype=bool)
-    return w.blind.mask(store.features(sample, split, smeared=smeared, names=[w.blind.feature])[:, 0])
+    return w.blind.mask(store.features(sample, split, smeared=SMEARED[w.smearing], names=[w.blind.feature])[:, 0])
 
 
-def check_training_events(store, r: Reweighting) -> dict[str, int]:
-    """The training events left per sample outside the blinded region; refuses too few (on the client,
-    before any of the weight's tasks)."""
+@dataclass(frozen=True)
+class ControlRegion:
+    """The train split outside the blinded region, per sample: what the networks learn from."""
+
+    events: Mapping[str, int]        # training events left per sample
+    shares: Mapping[str, float]      # P(C): the share of the sample's train split they are
+
+    def factor(self, w: ReweightSettings) -> float:
+        """P_target(C) / P_source(C): what turns the networks' f_t(x | C) / f_s(x | C) into f_t(x) / f_s(x)
+        (1 without a blinded region)."""
+        return self.shares[w.target] / self.shares[w.source]
+
+
+def control_region(store, r: Reweighting) -> ControlRegion:
+    """The control region of one weight's train split; refuses one with too few events (on the client,
+    before any of the weight's tasks). Computed once per run and passed to the tasks."""
     w = r.settings
-    left = {s: int((~blinded(store, w, s, "train")).sum()) for s in (w.source, w.target)}
+    outside = {s: ~blinded(store, w, s, "train") for s in (w.source, w.target)}
+    left = {s: int(v.sum()) for s, v in outside.items()}
     short = {s: n for s, n in left.items() if n < MIN_TRAINING_EVENTS}
     if short:
         start, stop = store.layout.split_ranges()["train"]
@@ -167,17 +181,7 @@ def check_training_events(store, r: Reweighting) -> dict[str, int]:
             f"training event(s) (at least {MIN_TRAINING_EVENTS} per sample are needed)"
             + (": blind a narrower window, or check the feature's units" if w.blind else
                ": raise generate.events.train"))
-    return left
-
-
-def control_factor(store, r: Reweighting) -> float:
-    """P_target(C) / P_source(C), the control-region shares of the train split (1 without a blinded
-    region): what turns the networks' f_t(x | C) / f_s(x | C) into f_t(x) / f_s(x)."""
-    w = r.settings
-    if w.blind is None:
-        return 1.0
-    share = {s: float((~blinded(store, w, s, "train")).mean()) for s in (w.source, w.target)}
-    return share[w.target] / share[w.source]
+    return ControlRegion(events=left, shares={s: float(v.mean()) for s, v in outside.items()})
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -189,38 +193,42 @@ def training_tasks(items: Sequence[tuple[Reweighting, str]]) -> list[Task]:
     return list(todo.values())
 
 
-def weight_tasks(items: Sequence[tuple[Reweighting, str]]) -> list[Task]:
-    """One task per chunk of the source sample whose weights are not yet in the store."""
+def weight_tasks(items: Sequence[tuple[Reweighting, str]], factors: Mapping[str, float]) -> list[Task]:
+    """One task per chunk of the source sample whose weights are not yet in the store; ``factors``:
+    each weight's control-region factor by name (``ControlRegion.factor``)."""
     from ...store import EventStore
 
     tasks = []
     for r, store_path in items:
-        store = EventStore(store_path)
-        done = store.weight_done_chunks(r.settings.source, r.name, r.weights_address)
-        factor = control_factor(store, r)
+        done = EventStore(store_path).weight_done_chunks(r.settings.source, r.name, r.weights_address)
         tasks += [Task(key=f"reweight-weights-{r.name}-{r.weights_address}-{c}", fn=weight_task,
-                       args=(r, store_path, int(c), factor)) for c in np.flatnonzero(~done)]
+                       args=(r, store_path, int(c), factors[r.name])) for c in np.flatnonzero(~done)]
     return tasks
 
 
-def summary_tasks(items: Sequence[tuple[Reweighting, str]]) -> list[Task]:
+def summary_tasks(items: Sequence[tuple[Reweighting, str]], factors: Mapping[str, float]) -> list[Task]:
+    return [Task(key=f"reweight-summary-{r.name}-{r.address}", fn=summary_task,
+                 args=(r, store_path, factors[r.name]), pool="training")
+            for r, store_path in items]
+
+
+@functools.lru_cache(maxsize=2)
+def _labelled_once(store_path: str, events: str, w: ReweightSettings, split: str):
+    """``labelled``, kept per worker process: the M networks of a weight that train on one worker read
+    their events once (keyed by the store's address too, so a regenerated store is read afresh)."""
     from ...store import EventStore
 
-    return [Task(key=f"reweight-summary-{r.name}-{r.address}", fn=summary_task,
-                 args=(r, store_path, control_factor(EventStore(store_path), r)), pool="training")
-            for r, store_path in items]
+    return labelled(EventStore(store_path), w, split)
 
 
 def network_task(n: Network, w: ReweightSettings, store_path: str) -> dict:
     """Train one reweighting network outside the blinded region; its test AUC and closure on held-out
     control-region events go into its record."""
-    from ...store import EventStore
     from ...train.fit import train_classifier
     from ..slurm import worker_info
 
-    store = EventStore(store_path)
-    x, y, inside = labelled(store, w, "train")
-    x_test, y_test, inside_test = labelled(store, w, "test")
+    x, y, inside = _labelled_once(store_path, n.events, w, "train")
+    x_test, y_test, inside_test = _labelled_once(store_path, n.events, w, "test")
     result = train_classifier(x[~inside], y[~inside], feature_names=list(w.inputs), out_dir=n.folder,
                               settings=n.settings, x_test=x_test[~inside_test], y_test=y_test[~inside_test],
                               progress=False, class_names=(w.source, w.target), loss=w.loss)
@@ -307,6 +315,26 @@ def two_sample_test(store, w: ReweightSettings, folder: str, weights: Mapping[st
     return out
 
 
+def _feature_checks(store, w: ReweightSettings, weights, inside_s, inside_t) -> dict:
+    """{feature: {region: histograms and chi2 / ndf before and after}} on the test split, for the networks'
+    inputs and the blinded feature; regions control and blinded (all without a blinded region), each
+    binned on the target's equal-population bins. A region with too few target events is left out."""
+    from ...stats.weights import feature_comparison
+
+    names = list(dict.fromkeys([*w.inputs, *([w.blind.feature] if w.blind else [])]))
+    smeared = SMEARED[w.smearing]
+    xs = store.features(w.source, "test", smeared=smeared, names=names)
+    xt = store.features(w.target, "test", smeared=smeared, names=names)
+    regions = ({"control": (~inside_s, ~inside_t), "blinded": (inside_s, inside_t)} if w.blind is not None
+               else {"all": (np.ones(len(xs), bool), np.ones(len(xt), bool))})
+    out = {}
+    for j, name in enumerate(names):
+        out[name] = {region: feature_comparison(xs[s, j], weights[s], xt[t, j], min_per_bin=FEATURE_MIN_PER_BIN)
+                     for region, (s, t) in regions.items()
+                     if t.sum() >= 2 * FEATURE_MIN_PER_BIN and s.sum() >= 2 * FEATURE_MIN_PER_BIN}
+    return out
+
+
 def summary_task(r: Reweighting, store_path: str, factor: float) -> dict:
     """The held-out checks of one weight (see the module); writes the record last."""
     from ...stats.ratios import ratio_closure
@@ -336,6 +364,7 @@ def summary_task(r: Reweighting, store_path: str, factor: float) -> dict:
         info["blinded_fraction"] = region_fractions(inside_s, test[:, 0], inside_t)
         # in the control region the networks' own ratio (w / factor) closes to 1 if they learnt it
         info["control_closure"] = ratio_closure(test[~inside_s, 0] / factor, r_target[~inside_t, 0] / factor)
+    info["features"] = _feature_checks(store, w, test[:, 0], inside_s, inside_t)
     if w.two_sample_test:
         info["two_sample"] = two_sample_test(store, w, r.folder, {
             "before": (np.ones(every["template"].shape[0]), np.ones(test.shape[0])),

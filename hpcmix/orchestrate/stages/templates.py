@@ -56,6 +56,9 @@ class Templates:
     # templates.weights: ((component, weight name, reweighting address), ...): that component's
     # template events carry the weight stored in the event store at <component>/weights/<name>/<address>
     weights: tuple[tuple[str, str, str], ...] = ()
+    # which reweighting network's weights (a column of the stored weights): 0, the nominal, unless
+    # templates.weight_networks = all adds the items of the others (the network-choice systematic)
+    weight_network: int = 0
 
     @property
     def inputs(self) -> dict:
@@ -66,6 +69,8 @@ class Templates:
             inputs["ratio_models"] = {k: a for k, a, _ in self.ratio_models}
         if self.weights:   # unweighted templates keep their addresses
             inputs["weights"] = {c: a for c, _, a in self.weights}
+        if self.weight_network:   # the nominal network's templates keep their addresses
+            inputs["weight_network"] = self.weight_network
         return inputs
 
     def slice(self) -> dict:
@@ -81,7 +86,8 @@ def estimator_settings(estimator: str, settings: TemplateSettings) -> dict:
         return {}        # the networks' ratios are used as they are: no KDE
     if estimator in NETWORK_ESTIMATORS:
         # the weights enter the item's slice by their addresses (item), not by name
-        return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in ("positivity_grid", "weights")}
+        return {f.name: getattr(settings, f.name) for f in fields(settings)
+                if f.name not in ("positivity_grid", "weights", "weight_networks")}
     raise ValueError(f"unknown estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
@@ -126,6 +132,24 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str,
                     ratio_models=ratio_models, weights=weights)
 
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
+
+
+def with_weight_network(t: Templates, network: int, *, root: str) -> Templates:
+    """The item of ``t`` whose weighted components carry reweighting network ``network``'s weights (``t``
+    itself when no component is weighted: its templates do not depend on the network)."""
+    if not t.weights or network == t.weight_network:
+        return t
+    t = replace(t, weight_network=int(network))
+    addr = address(NAME, VERSION, t.slice(), t.inputs)
+    return replace(t, folder=os.path.join(root, addr), address=addr)
+
+
+def weight_network_count(study: Study) -> int:
+    """How many reweighting networks templates.weight_networks = all runs through (1 for nominal: network 0)."""
+    if study.templates.weight_networks != "all":
+        return 1
+    used = set(study.templates.weights.values()) | set(study.toys.weights.values())
+    return max(w.networks for w in study.reweight if w.name in used)
 
 
 def tasks(items: Sequence[Templates], store_path: str) -> list[Task]:
@@ -199,7 +223,7 @@ def phi_star_split(t: Templates) -> str:
 
 def event_weights(store, t: Templates, split: str) -> dict[str, np.ndarray]:
     """{component: its events' weights in ``split``} for the weighted components (templates.weights)."""
-    return {c: store.weights(c, name, split, address=addr) for c, name, addr in t.weights}
+    return {c: store.weights(c, name, split, address=addr, network=t.weight_network) for c, name, addr in t.weights}
 
 
 def _pair_weights(w: Mapping[str, np.ndarray], components, values) -> np.ndarray | None:
@@ -302,8 +326,8 @@ def templates_task(t: Templates, store_path: str) -> dict:
         from ...stats.weights import effective_sample_size
 
         split = phi_star_split(t) if t.estimator == "phi_star" else "template"
-        info["weights"] = {c: {"name": name, "address": addr, "split": split, "n_events": int(v.size),
-                               "effective_sample_size": effective_sample_size(v)}
+        info["weights"] = {c: {"name": name, "address": addr, "network": t.weight_network, "split": split,
+                               "n_events": int(v.size), "effective_sample_size": effective_sample_size(v)}
                            for (c, name, addr), v in zip(t.weights, event_weights(store, t, split).values())}
     paths = {"events": os.path.abspath(store_path)}
     if t.model_folder:

@@ -49,6 +49,8 @@ class Cell:
     # to a stored weight, read from the event store at ``events_path``
     weights: tuple[tuple[str, str, str], ...] = ()
     events_path: str | None = None
+    # the reweighting network of the weights (templates.weight_networks: all; 0 is the nominal)
+    weight_network: int = 0
 
     def pool_weights(self, components: Sequence[str]) -> dict[str, "np.ndarray"]:
         """{component: the weight of each of its test-pool (test split) events} of the weighted pools."""
@@ -57,7 +59,8 @@ class Cell:
         from ...store import EventStore
 
         store = EventStore(self.events_path)
-        return {c: store.weights(c, name, "test", address=addr) for c, name, addr in self.weights if c in components}
+        return {c: store.weights(c, name, "test", address=addr, network=self.weight_network)
+                for c, name, addr in self.weights if c in components}
 
     def fit_treatment(self, treatment: str, components: Sequence[str]) -> tuple[dict, dict]:
         """For one treatment of the cell: {component index: how the fit treats it} for every nuisance,
@@ -93,15 +96,18 @@ def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence
          fractions: Sequence[tuple[str, float]] = (), treatments: Sequence[str] = (),
          widths: Mapping[str, float] | None = None, n_signal: int | None = None,
          treatment_of: Mapping[str, str] | None = None, weights: Sequence[tuple[str, str, str]] = (),
-         events_path: str | None = None) -> Cell:
+         events_path: str | None = None, weight_network: int = 0) -> Cell:
     """One cell; ``n_events`` is N, ``n_signal`` the grid's n when toys.n_events_of is signal;
-    ``weights``: (component, weight name, reweighting address) of pools drawn in proportion to a weight."""
+    ``weights``: (component, weight name, reweighting address) of pools drawn in proportion to a weight,
+    that of reweighting network ``weight_network``."""
     slice_ = {"alpha": float(alpha), "n_events": int(n_events), "batches": list(batches), "seed": int(seed)}
     if n_signal is not None:
         slice_["n_signal"] = int(n_signal)
     weights = tuple((str(c), str(n), str(a)) for c, n, a in weights)
     if weights:   # unweighted cells keep their addresses
         slice_["pool_weights"] = {c: a for c, _, a in weights}
+        if weight_network:   # the nominal network's cells keep their addresses
+            slice_["pool_weight_network"] = int(weight_network)
     fractions = tuple((str(c), float(f)) for c, f in fractions)
     own = tuple((str(c), str(v)) for c, v in (treatment_of or {}).items())
     constrained = "constrained" in treatments or "constrained" in dict(own).values()
@@ -115,13 +121,14 @@ def cell(templates: Templates, *, alpha: float, n_events: int, batches: Sequence
     return Cell(templates.estimator, templates.smearing, float(alpha), int(n_events), templates.folder,
                 os.path.join(root, addr), tuple(batches), int(seed), addr, fractions,
                 tuple(treatments) if fractions else (), widths, None if n_signal is None else int(n_signal),
-                own if fractions else (), weights, events_path if weights else None)
+                own if fractions else (), weights, events_path if weights else None,
+                int(weight_network) if weights or templates.weight_network else 0)
 
 
 def plan(study: Study, templates: dict, *, root: str, events_path: str | None = None,
-         reweights: Mapping[str, object] | None = None) -> tuple[Cell, ...]:
+         reweights: Mapping[str, object] | None = None, weight_network: int = 0) -> tuple[Cell, ...]:
     """Every cell; ``reweights`` (the reweighting stage's items by name) and ``events_path`` (the
-    event store) for toys.weights."""
+    event store) for toys.weights; ``weight_network``: whose weights the weighted pools carry."""
     t = study.toys
     points = t.fraction_points if study.nuisances else ((),)
     signal = t.n_events_of == "signal"
@@ -129,7 +136,7 @@ def plan(study: Study, templates: dict, *, root: str, events_path: str | None = 
     return tuple(cell(tp, alpha=a, n_events=t.total_events(n, dict(point)), batches=t.batch_sizes, seed=study.seed,
                       root=root, fractions=point, treatments=t.treatments, widths=t.constraint_width,
                       n_signal=n if signal else None, treatment_of=t.treatment_of, weights=weights,
-                      events_path=events_path)
+                      events_path=events_path, weight_network=weight_network)
                  for tp in templates.values() for point in points for a in t.alpha for n in t.n_events)
 
 

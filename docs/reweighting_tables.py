@@ -1,0 +1,108 @@
+"""The tables of docs/REWEIGHTING.md from the three runs of jobs/reweight-z.yaml.
+
+The reweighting checks of the named weight (the record of its summary task: two-sample AUC,
+closure, blinded-region shares, effective size, spread between networks, chi2 / ndf per
+feature), then sigma_alpha and the mean alpha_hat of the H/A/Z fit against the Z fraction for
+three ways of modelling Z:
+
+- nominal: Z templates and Z test pools of the nominal simulation (the study as it stands);
+- mismodelled: the same templates, the Z pools drawn in proportion to the weights (pseudo-data
+  whose Z looks like the target's), so the fit uses the wrong Z shape;
+- reweighted: templates and pools both with the weights (and every network's, for the
+  network-choice systematic).
+
+mismodelled and reweighted fit the very same toys (same pools, weights and seeds): the
+difference of their means is what the Z mismodelling does to alpha_hat.
+
+    python docs/reweighting_tables.py jobs/reweight-z.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hpcmix.orchestrate.pipeline import plan_study
+from hpcmix.orchestrate.record import StageRecord
+from hpcmix.results import open_results
+from hpcmix.study import load_study
+
+VARIANTS = {
+    "nominal": [],
+    "mismodelled": ["toys.weights={Z: gmz}"],
+    "reweighted": ["templates.weights={Z: gmz}", "toys.weights={Z: gmz}", "templates.weight_networks=all"],
+}
+
+
+def pm(d, key, digits=3):
+    return f"{d[key]:.{digits}f} ± {d[key + '_err']:.{digits}f}"
+
+
+def checks(info) -> list[str]:
+    ts = info["two_sample"]
+    share = info["blinded_fraction"]
+    c, cc = info["closure"], info["control_closure"]
+    rows = [("two-sample AUC, control region", f"{pm(ts['before']['control'], 'auc')} -> {pm(ts['after']['control'], 'auc')}"),
+            ("two-sample AUC, blinded region", f"{pm(ts['before']['blinded'], 'auc')} -> {pm(ts['after']['blinded'], 'auc')}"),
+            ("closure in the control region (the networks' own ratio): <w> on source, <1/w> on target",
+             f"{pm(cc, 'mean_r_on_reference')}, {pm(cc, 'mean_inverse_r_on_component')}"),
+            ("closure over all events (with the extrapolation into the blinded region)",
+             f"{pm(c, 'mean_r_on_reference')}, {pm(c, 'mean_inverse_r_on_component')}"),
+            ("blinded share: source / reweighted source / target",
+             f"{pm(share, 'source')} / {pm(share, 'reweighted_source')} / {pm(share, 'target')}"),
+            ("effective size of the weighted source (test split)", f"{info['weights']['test']['effective_fraction']:.0%}"),
+            ("spread between the networks per event: median, 90 % quantile",
+             f"{info['network_spread']['relative_std_median']:.1%}, {info['network_spread']['relative_std_q90']:.1%}"),
+            ("each network's control-region closure <w> on source",
+             ", ".join(f"{n['closure']['mean_r_on_reference']:.3f}" for n in info["networks"]))]
+    return ["| check (held-out test split) | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+
+
+def feature_rows(info) -> list[str]:
+    lines = ["| feature | control: before | after | blinded: before | after |", "|---|---|---|---|---|"]
+    feats = sorted(info["features"].items(), key=lambda kv: -kv[1]["control"]["before"]["chi2_per_ndf"])
+    for name, by in feats:
+        cells = [f"{by[r][w]['chi2_per_ndf']:.2f}" if r in by else "-" for r in ("control", "blinded")
+                 for w in ("before", "after")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    ndf = {r: next(v[r]["after"]["ndf"] for v in info["features"].values() if r in v) for r in ("control", "blinded")}
+    lines.append(f"\n(chi2 / ndf with ndf = {ndf['control']} in the control and {ndf['blinded']} in the blinded region)")
+    return lines
+
+
+def fit_rows(summaries, alpha, n) -> list[str]:
+    s0 = summaries["nominal"]
+    zs = [float(z) for z in s0["fraction_Z"].values]
+    head = "| estimator, treatment | Z modelling | " + " | ".join(f"Z = {z:g}" for z in zs) + " |"
+    lines = [f"sigma_alpha (Gaussian-fit width) and mean alpha_hat at alpha = {alpha:g}, n = {n} expected signal "
+             "events, detector smearing", head, "|---|---|" + "---|" * len(zs)]
+    for est in s0["estimator"].values:
+        for tr in s0["treatment"].values:
+            for label, s in summaries.items():
+                c = s.sel(estimator=est, smearing="detector", treatment=tr, alpha=alpha, n_events=n)
+                cells = [f"{float(c['gauss_sigma'].sel(fraction_Z=z)):.3f}, {float(c['mean'].sel(fraction_Z=z)):.3f}"
+                         for z in zs]
+                lines.append(f"| {est}, Z {tr} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("job")
+    ap.add_argument("--weight", default="gmz")
+    args = ap.parse_args()
+    plans = {k: plan_study(load_study(args.job, sets=sets)) for k, sets in VARIANTS.items()}
+    r = plans["reweighted"].reweights[args.weight]
+    info = StageRecord.read(r.folder, stage="reweight").info
+    print(f"Reweighting {info['source']} -> {info['target']}, blinded {info['blind']}\n")
+    print("\n".join(checks(info)) + "\n")
+    print("\n".join(feature_rows(info)) + "\n")
+    results = {k: open_results(p.results) for k, p in plans.items()}
+    summaries = {k: ds.mixture.summary() for k, ds in results.items()}
+    study = plans["nominal"].study
+    alpha, n = study.toys.alpha[len(study.toys.alpha) // 2], study.toys.n_events[0]
+    print("\n".join(fit_rows(summaries, alpha, n)) + "\n")
+    print(results["reweighted"].mixture.network_table())
+
+
+if __name__ == "__main__":
+    main()

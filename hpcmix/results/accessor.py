@@ -224,7 +224,8 @@ class MixtureAccessor:
         head = ([*cell, *(f"sigma, network {m}" for m in nets), "sigma shift",
                  *(f"mean, network {m}" for m in nets), "mean shift"])
         lines = ["Network-choice systematic: alpha_hat on the templates and pools of each reweighting network's "
-                 "weights (the same toys; network 0 is the nominal), Gaussian-fit width and mean",
+                 "weights (the same seeds; weighted pools are drawn with that network's weights too; network 0 is "
+                 "the nominal), Gaussian-fit width and mean",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for point in itertools.product(*(s[d].values for d in cell)):
             c = s.sel(dict(zip(cell, point)))

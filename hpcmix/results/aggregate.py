@@ -39,8 +39,8 @@ def aggregate_toys(template_dirs: Mapping[tuple[str, str], str], cells: Sequence
 
 
 def _with_networks(ds, by_network: Mapping[int, object]):
-    """``alpha_hat_by_network`` (dimension reweight_network, 0 the nominal): the fits of the same toys'
-    cells on each reweighting network's templates and pools."""
+    """``alpha_hat_by_network`` (dimension reweight_network, 0 the nominal): the fits of each reweighting
+    network's cells: its templates, and (toys.weights) pseudo-data drawn with its weights, same seeds."""
     import xarray as xr
 
     order = [0, *sorted(by_network)]

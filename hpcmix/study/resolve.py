@@ -375,7 +375,8 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     for section in ("templates", "toys"):
         _check_weight_uses(section, t[section]["weights"], components, reweight, ty["estimators"], where=where)
     if tp["weight_networks"] == "all":
-        _check_weight_networks({**tp["weights"], **ty["weights"]}, reweight, where=where)
+        # by name: templates and toys may weight one component with two different weights
+        _check_weight_networks(set(tp["weights"].values()) | set(ty["weights"].values()), reweight, where=where)
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
@@ -425,13 +426,13 @@ def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweig
                               "(ratio_calibrated with two components): drop those estimators or the weights")
 
 
-def _check_weight_networks(uses: Mapping[str, str], reweight, *, where: str) -> None:
+def _check_weight_networks(uses: set[str], reweight, *, where: str) -> None:
     """templates.weight_networks = all: the weights used have two or more networks, the same number."""
     if not uses:
         raise ConfigError(f"{where}: 'templates.weight_networks: all' repeats the templates and toys with every "
                           "reweighting network's weights, but neither templates.weights nor toys.weights names a "
                           "weight; name one, or drop weight_networks")
-    counts = {name: w.networks for w in reweight for name in set(uses.values()) if w.name == name}
+    counts = {w.name: w.networks for w in reweight if w.name in uses}
     if len(set(counts.values())) != 1 or min(counts.values()) < 2:
         raise ConfigError(f"{where}: 'templates.weight_networks: all' needs the weights it varies to have the same "
                           f"number of networks, two or more; reweight.<name>.networks: {counts}")

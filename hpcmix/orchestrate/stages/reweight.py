@@ -12,12 +12,14 @@ Per named weight (a job file's ``reweight:`` section, docs/stages/reweight.md):
    it estimates the full ratio f_target / f_source and its mean over source events is 1;
 3. one summary task on held-out events: the closure of r, the share of events in the blinded region
    before and after, the effective sample sizes, the spread between the networks and (``two_sample_test``)
-   the weighted ROC AUC of fresh networks telling target from source, before and after reweighting.
+   the weighted ROC AUC of fresh networks telling target from source, before and after reweighting,
+   and per feature the histograms and chi2 / ndf of source, reweighted source and target.
 
 The record (``done.json``, written last) holds the summary; a rerun with the weights complete in the
 store skips the stage. The weights' address (their place in the store, what templates and toys
 take) covers what the values depend on: the event store and the networks; the record's adds the
-checks' settings (``two_sample_test``), so turning the checks off or on recomputes no weight.
+checks' settings (``two_sample_test``) and their version (``SUMMARY_VERSION``), so turning the checks
+off or on, or a new check, recomputes no network and no weight.
 """
 
 from __future__ import annotations

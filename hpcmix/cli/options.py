@@ -143,3 +143,20 @@ def set_option(f):
     return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                         help="Override a study setting (repeatable), e.g. --set classifier.max_epochs=5; "
                              "values are read as YAML.")(f)
+
+
+def job_options(f):
+    """The options of the commands that run a job file (``hpcmix run``, ``hpcmix reweight``):
+    ``--site``, ``--set``, ``--dry-run``, ``--progress``."""
+    for option in reversed((
+            click.option("-s", "--site", default=None,
+                         help="Site config: a YAML path, or a site name looked up in $HPCMIX_SITE_PATH, then "
+                              "among the packaged sites (local, ci-slurm, slurm). "
+                              "[default: $HPCMIX_SITE, else local]"),
+            click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                         help="Override a setting of the job (repeatable), e.g. --set toys.n_toys=100 "
+                              "--set classifier.max_epochs=5; values are read as YAML."),
+            click.option("--dry-run", is_flag=True, help="Validate the job and print the plan; start nothing."),
+            click.option("--progress/--no-progress", default=True, show_default=True))):
+        f = option(f)
+    return f

@@ -6,18 +6,12 @@ import time
 
 import click
 
+from .options import job_options
+
 
 @click.command()
 @click.argument("job_file", type=click.Path(dir_okay=False))
-@click.option("-s", "--site", default=None,
-              help="Site config: a YAML path, or a site name looked up in $HPCMIX_SITE_PATH, then "
-                   "among the packaged sites (local, ci-slurm, slurm). "
-                   "[default: $HPCMIX_SITE, else local]")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a setting of the job (repeatable), e.g. --set toys.n_toys=100 "
-                   "--set classifier.max_epochs=5; values are read as YAML.")
-@click.option("--dry-run", is_flag=True, help="Validate the job and print the plan; start nothing.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
+@job_options
 def run(job_file, site, sets, dry_run, progress):
     """Run a study: generate -> train -> templates -> toys -> aggregate -> report.
 

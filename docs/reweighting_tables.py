@@ -38,34 +38,44 @@ def pm(d, key, digits=3):
 
 
 def checks(info) -> list[str]:
-    ts = info["two_sample"]
-    share = info["blinded_fraction"]
-    c, cc = info["closure"], info["control_closure"]
-    rows = [("two-sample AUC, control region", f"{pm(ts['before']['control'], 'auc')} -> {pm(ts['after']['control'], 'auc')}"),
-            ("two-sample AUC, blinded region", f"{pm(ts['before']['blinded'], 'auc')} -> {pm(ts['after']['blinded'], 'auc')}"),
-            ("closure in the control region (the networks' own ratio): <w> on source, <1/w> on target",
-             f"{pm(cc, 'mean_r_on_reference')}, {pm(cc, 'mean_inverse_r_on_component')}"),
-            ("closure over all events (with the extrapolation into the blinded region)",
-             f"{pm(c, 'mean_r_on_reference')}, {pm(c, 'mean_inverse_r_on_component')}"),
-            ("blinded share: source / reweighted source / target",
-             f"{pm(share, 'source')} / {pm(share, 'reweighted_source')} / {pm(share, 'target')}"),
-            ("effective size of the weighted source (test split)", f"{info['weights']['test']['effective_fraction']:.0%}"),
-            ("spread between the networks per event: median, 90 % quantile",
-             f"{info['network_spread']['relative_std_median']:.1%}, {info['network_spread']['relative_std_q90']:.1%}"),
-            ("each network's control-region closure <w> on source",
-             ", ".join(f"{n['closure']['mean_r_on_reference']:.3f}" for n in info["networks"]))]
+    """The held-out checks; without a blinded region the AUC is over all events, and the control-region
+    closure and blinded shares do not exist."""
+    ts, c = info["two_sample"], info["closure"]
+    label = {"control": "control region", "blinded": "blinded region", "all": "all events"}
+    rows = [(f"two-sample AUC, {label[r]}", f"{pm(ts['before'][r], 'auc')} -> {pm(ts['after'][r], 'auc')}")
+            for r in label if r in ts["before"]]
+    if "control_closure" in info:
+        cc = info["control_closure"]
+        rows.append(("closure in the control region (the networks' own ratio): <w> on source, <1/w> on target",
+                     f"{pm(cc, 'mean_r_on_reference')}, {pm(cc, 'mean_inverse_r_on_component')}"))
+    rows.append(("closure over all events" + (" (with the extrapolation into the blinded region)" if info["blind"] else ""),
+                 f"{pm(c, 'mean_r_on_reference')}, {pm(c, 'mean_inverse_r_on_component')}"))
+    if "blinded_fraction" in info:
+        share = info["blinded_fraction"]
+        rows.append(("blinded share: source / reweighted source / target",
+                     f"{pm(share, 'source')} / {pm(share, 'reweighted_source')} / {pm(share, 'target')}"))
+    rows += [("effective size of the weighted source (test split)", f"{info['weights']['test']['effective_fraction']:.0%}"),
+             ("spread between the networks per event: median, 90 % quantile",
+              f"{info['network_spread']['relative_std_median']:.1%}, {info['network_spread']['relative_std_q90']:.1%}"),
+             (f"each network's {'control-region ' if info['blind'] else ''}closure <w> on source",
+              ", ".join(f"{n['closure']['mean_r_on_reference']:.3f}" for n in info["networks"]))]
     return ["| check (held-out test split) | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
 
 
 def feature_rows(info) -> list[str]:
-    lines = ["| feature | control: before | after | blinded: before | after |", "|---|---|---|---|---|"]
-    feats = sorted(info["features"].items(), key=lambda kv: -kv[1]["control"]["before"]["chi2_per_ndf"])
+    """chi2 / ndf per feature before and after, in each region the record has (control and blinded, or all)."""
+    present = {r for v in info["features"].values() for r in v}
+    regions = [r for r in ("control", "blinded", "all") if r in present]   # the record's keys are sorted
+    lines = ["| feature | " + " | ".join(f"{r}: before | after" for r in regions) + " |",
+             "|---|" + "---|---|" * len(regions)]
+    first = regions[0]
+    feats = sorted(info["features"].items(), key=lambda kv: -kv[1].get(first, {}).get("before", {}).get("chi2_per_ndf", 0))
     for name, by in feats:
-        cells = [f"{by[r][w]['chi2_per_ndf']:.2f}" if r in by else "-" for r in ("control", "blinded")
-                 for w in ("before", "after")]
+        cells = [f"{by[r][w]['chi2_per_ndf']:.2f}" if r in by else "-" for r in regions for w in ("before", "after")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    ndf = {r: next(v[r]["after"]["ndf"] for v in info["features"].values() if r in v) for r in ("control", "blinded")}
-    lines.append(f"\n(chi2 / ndf with ndf = {ndf['control']} in the control and {ndf['blinded']} in the blinded region)")
+    ndf = {r: next(v[r]["after"]["ndf"] for v in info["features"].values() if r in v) for r in regions}
+    where = " and ".join(f"{n} in the {r}" for r, n in ndf.items()) + " region" if "all" not in ndf else str(ndf["all"])
+    lines.append(f"\n(chi2 / ndf with ndf = {where})")
     return lines
 
 

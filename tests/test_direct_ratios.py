@@ -144,6 +144,42 @@ def test_round_trips_are_bit_identical(pair, three, tmp_path):
     assert np.array_equal(back3.support_nodes(), three.support_nodes())
 
 
+def test_weighted_direct_ratios_are_those_of_repeated_events(tmp_path):
+    """templates.weights with ratio: the normalisation, the Fisher information and the K-component
+    quadrature of weighted template events equal those of the events repeated w times."""
+    x = sample(3000, 11, ("H", "A", "Z"))
+    w = np.random.default_rng(12).integers(0, 4, 3000)
+    u2 = {k: log_ratio(v, "A") for k, v in x.items() if k != "Z"}
+    weighted = DirectRatioTemplates(u2, loss="exponential", weights={"H": w})
+    repeated = DirectRatioTemplates({**u2, "H": np.repeat(u2["H"], w)}, loss="exponential")
+    assert weighted.norm == pytest.approx(repeated.norm, rel=1e-12)
+    assert weighted.node_counts["H"] == int((w > 0).sum())
+    a = np.array([0.2, 0.5, 0.8])
+    np.testing.assert_allclose(weighted.fisher_information(a), repeated.fisher_information(a), rtol=1e-9)
+    assert weighted.ratio_range == repeated.ratio_range
+    c = weighted.closure(u2, {"H": w})["A"]
+    rr = weighted.ratio(u2["H"])
+    assert c["mean_r_on_reference"] == pytest.approx((w * rr).sum() / w.sum(), rel=1e-12)
+    uk = {k: np.stack([log_ratio(v, j) for j in ("A", "Z")], axis=-1) for k, v in x.items()}
+    wk = DirectRatioComponents(uk, loss="exponential", weights={"Z": w})
+    rk = DirectRatioComponents({**uk, "Z": np.repeat(uk["Z"], w, axis=0)}, loss="exponential")
+    # the reference (H) is unweighted: its normalisations do not move (up to round-off)
+    assert wk.norms == pytest.approx(rk.norms, rel=1e-12)
+    f = np.array([0.3 * 0.8, 0.7 * 0.8, 0.2])
+    assert wk.cramer_rao(f, 100, num=["A"], den=["H", "A"], treatment={"Z": "floated"}).bound == pytest.approx(
+        rk.cramer_rao(f, 100, num=["A"], den=["H", "A"], treatment={"Z": "floated"}).bound, rel=1e-9)
+    ref = DirectRatioComponents(uk, loss="exponential", weights={"H": w})
+    assert ref.norms["A"] == pytest.approx(
+        DirectRatioComponents({**uk, "H": np.repeat(uk["H"], w, axis=0)}, loss="exponential").norms["A"], rel=1e-12)
+    for t in (weighted, wk):
+        save_templates(tmp_path / t.kind, t, components=t.components)
+        back = load_templates(tmp_path / t.kind)
+        assert np.array_equal(back.node_weights, t.node_weights) and back.to_arrays().keys() == t.to_arrays().keys()
+    assert "node_weights" not in repeated.to_arrays() and "node_weights" not in rk.to_arrays()
+    with pytest.raises(ValueError, match="two template events of positive weight"):
+        DirectRatioTemplates(u2, loss="exponential", weights={"A": np.r_[1.0, np.zeros(2999)]})
+
+
 def test_bad_input_is_named():
     good = np.zeros(5)
     with pytest.raises(ValueError, match="two components"):

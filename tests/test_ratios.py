@@ -119,6 +119,67 @@ def test_ratios_where_a_density_vanishes(ratios):
     assert np.any(pr == 0), "the test needs a point where the reference KDE vanishes"
 
 
+def test_weighted_ratios_are_the_ratios_of_repeated_events(tmp_path):
+    """templates.weights for nn_multiclass / nn_pairwise: weighted calibrations and quadrature equal
+    those of the events repeated as often as their (integer) weights, and survive a round trip."""
+    x = sample(1500, 3)
+    y = {k: outputs(v) for k, v in x.items()}
+    w = np.random.default_rng(4).integers(0, 4, y["Z"].shape[0])
+    weighted = RatioComponents(y, method="pairwise", weights={"Z": w}, bandwidth=0.2)
+    repeated = RatioComponents({**y, "Z": np.repeat(y["Z"], w, axis=0)}, method="pairwise", bandwidth=0.2)
+    probe = outputs(np.linspace(-3, 3, 61))
+    np.testing.assert_allclose(weighted.densities(probe), repeated.densities(probe), rtol=1e-9, atol=1e-12)
+    # weight-0 events are no nodes; the quadrature sums of any g agree (a repeated node counts w times)
+    assert weighted.nodes.shape[0] == 2 * 1500 + int((w > 0).sum())
+    np.testing.assert_allclose(np.unique(weighted.nodes, axis=0), np.unique(repeated.nodes, axis=0), rtol=0)
+    (rw, qw), (rr, qr) = weighted.quadrature(), repeated.quadrature()
+    for g in (lambda r: r[:, 1], lambda r: (r[:, 1] - 1) * (r[:, 2] - 1) / r.sum(axis=1)):
+        assert (qw * g(rw)).sum() == pytest.approx((qr * g(rr)).sum(), rel=1e-9)
+    f = np.array([0.3 * 0.8, 0.7 * 0.8, 0.2])
+    assert weighted.cramer_rao(f, 100, num=["A"], den=["H", "A"], treatment={"Z": "floated"}).bound == pytest.approx(
+        repeated.cramer_rao(f, 100, num=["A"], den=["H", "A"], treatment={"Z": "floated"}).bound, rel=1e-9)
+    save_templates(tmp_path, weighted, components=NAMES)
+    back = load_templates(tmp_path)
+    assert np.array_equal(back.quadrature()[1], qw) and np.array_equal(back.densities(probe), weighted.densities(probe))
+    # the unweighted templates store no node weights: their files and quadrature are as before
+    assert "node_weights" not in repeated.to_arrays() and "node_weights" in weighted.to_arrays()
+    # unit weights are no weights: the closure and its errors are the unweighted ones
+    from hpcmix.stats.ratios import ratio_closure
+
+    r0, r1 = rw[:100, 1], rw[-100:, 1]
+    assert ratio_closure(r0, r1, w_ref=np.ones(100), w_k=np.ones(100)) == pytest.approx(ratio_closure(r0, r1), rel=1e-12)
+    with pytest.raises(ValueError, match="weights given for \\['W'\\]"):
+        RatioComponents(y, method="pairwise", weights={"W": w})
+    with pytest.raises(ValueError, match="3 weights for 1500 events"):
+        RatioComponents(y, method="pairwise", weights={"Z": w[:3]})
+
+
+def test_weights_that_move_a_component_move_its_calibrated_ratio():
+    """Z events of N(-1.5, 1) weighted by N(-1, 1) / N(-1.5, 1): the calibrated r_Z is the target's
+    ratio to H (the network output stays monotonic in x, so calibration still gives the exact ratio),
+    and the weighted closure on held-out events is one."""
+    def to_target(v):
+        return stats.norm.pdf(v, -1.0) / stats.norm.pdf(v, MU["Z"])
+
+    x = sample(6000, 8)
+    y = {k: outputs(v) for k, v in x.items()}
+    ratios = RatioComponents(y, method="pairwise", weights={"Z": to_target(x["Z"])})
+    grid = np.linspace(-1.5, 0.5, 21)
+    probe = np.full((grid.size, 2), 0.5)
+    probe[:, 1] = outputs(grid)[:, 1]
+    true = stats.norm.pdf(grid, -1.0) / stats.norm.pdf(grid, 0.0)
+    np.testing.assert_allclose(ratios.densities(probe)[:, 2], true, rtol=0.15)
+    plain = RatioComponents(y, method="pairwise").densities(probe)[:, 2]
+    # the nominal Z's ratio is another one: exp(-x / 2 - 5 / 8) times the target's, 1 only near x = -1.25
+    assert np.all(np.abs(plain / true - 1)[grid >= -0.5] > 0.25)
+    held = sample(6000, 9)
+    c = ratios.closure({k: outputs(v) for k, v in held.items()}, {"Z": to_target(held["Z"])})["Z"]
+    assert abs(c["mean_r_on_reference"] - 1) < 4 * c["mean_r_on_reference_err"] + 0.03
+    assert abs(c["mean_inverse_r_on_component"] - 1) < 4 * c["mean_inverse_r_on_component_err"] + 0.03
+    unweighted = ratios.closure({k: outputs(v) for k, v in held.items()})["Z"]
+    assert abs(unweighted["mean_inverse_r_on_component"] - 1) > 0.1   # the nominal Z events do not close
+
+
 def test_bad_outputs_are_named():
     good = np.full((5, 2), 0.5)
     with pytest.raises(ValueError, match=r"component 'A' must have shape \(n_events, 2\)"):

@@ -74,6 +74,13 @@ def test_weighted_histograms_equal_repeated_events_and_exact_weights_close_the_s
         c["before"]["chi2"], rel=1e-9)
     two = feature_comparison(rng.integers(0, 2, 500).astype(float), np.ones(500), rng.integers(0, 2, 500).astype(float))
     assert len(two["edges"]) == 3 and two["before"]["ndf"] == 1
+    # ties: a value 90 % of the events share, or a second value only 3 events have, leave no bin
+    # below min_per_bin (the short bins are merged into their neighbours)
+    tied = np.r_[np.zeros(900), rng.normal(5, 1, 100)]
+    for v in (tied, np.r_[np.zeros(500), np.ones(3)]):
+        e = equal_population_edges(v, bins=20, min_per_bin=10)
+        assert binned(v, e)[0].min() >= 10 and (np.diff(e) > 0).all()
+    assert len(equal_population_edges(tied, bins=20, min_per_bin=10)) > 3
     with pytest.raises(ValueError, match="cannot fill two bins"):
         equal_population_edges(np.arange(15.0))
     with pytest.raises(ValueError, match="3 weights for 4 events"):
@@ -406,22 +413,29 @@ def test_a_weight_a_study_does_not_make_is_refused_before_any_work(tmp_path, sec
         load_study(write_job(tmp_path, job))
 
 
-def test_weighted_templates_refuse_the_ratio_estimators_and_weights_move_only_their_stages(tmp_path):
-    job = tiny_job(tmp_path / "out", templates={"weights": {"H": "heavy"}})
-    job["toys"] = {**job["toys"], "estimators": ["phi_star", "ratio"]}
-    with pytest.raises(ConfigError, match=r"templates of \['ratio'\] cannot take yet"):
-        load_study(write_job(tmp_path, job))
+def test_weights_move_only_their_stages_and_the_ratio_networks_that_model_the_weighted_densities(tmp_path):
     base = tiny_job(tmp_path / "out")
-    base["toys"] = {**base["toys"], "estimators": ["phi_star", "nn"]}
+    base["toys"] = {**base["toys"], "estimators": ["phi_star", "nn", "ratio"]}
     plain = plan_study(load_study(write_job(tmp_path, base, "a.yaml")))
     weighted = plan_study(load_study(write_job(tmp_path, {**base, "templates": {"weights": {"H": "heavy"}}}, "b.yaml")))
     drawn = plan_study(load_study(write_job(tmp_path, {**base, "toys": {**base["toys"], "weights": {"H": "heavy"}}},
                                          "c.yaml")))
+    heavy = plain.reweights["heavy"].weights_address
+    # the classifier is calibrated by the weighted KDEs; the ratio network must learn the weighted ratio
     assert weighted.models["none"].address == plain.models["none"].address
+    assert weighted.models["ratio:A:none"].address != plain.models["ratio:A:none"].address
+    assert weighted.models["ratio:A:none"].weights == (("H", "heavy", heavy),)
     assert all(weighted.templates[k].address != t.address for k, t in plain.templates.items())
-    assert weighted.templates[("nn", "none")].inputs["weights"] == {"H": plain.reweights["heavy"].weights_address}
+    assert weighted.templates[("nn", "none")].inputs["weights"] == {"H": heavy}
+    assert {k: m.address for k, m in drawn.models.items()} == {k: m.address for k, m in plain.models.items()}
     assert {k: t.address for k, t in drawn.templates.items()} == {k: t.address for k, t in plain.templates.items()}
     assert all(a.address != b.address for a, b in zip(drawn.cells, plain.cells))
+    # the network systematic would need the ratio networks trained once per reweighting network
+    job = {**base, "templates": {"weights": {"H": "heavy"}, "weight_networks": "all"}}
+    with pytest.raises(ConfigError, match=r"and \['ratio'\]: their ratio networks train on the nominal"):
+        load_study(write_job(tmp_path, job, "d.yaml"))
+    load_study(write_job(tmp_path, {**base, "templates": {"weight_networks": "all"},
+                                    "toys": {**base["toys"], "weights": {"H": "heavy"}}}, "e.yaml"))
 
 
 @pytest.mark.pythia
@@ -470,6 +484,88 @@ def test_templates_and_toys_take_the_stored_weights(reweighted, tmp_path):
     assert f"H effective pool {w_test.sum() ** 2 / (w_test ** 2).sum():.0f} of {w_test.size}" in note
 
 
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_the_calibrated_ratios_of_the_pairwise_estimator_take_the_stored_weights(reweighted, tmp_path):
+    """nn_pairwise with a weighted reference: H_heavy (the reweighting's target sample) as a third
+    component, H's template events weighted; the nodes carry the stored weights and the closure in the
+    record is the weighted one on the test events."""
+    from hpcmix.results import open_results
+    from hpcmix.store import EventStore, load_templates
+    from hpcmix.store.artefacts import load_test_pool
+
+    tmp, _, _ = reweighted
+    job = tiny_job(tmp / "out", components=["H", "A", "H_heavy"], templates={"weights": {"H": "heavy"}},
+                   poi={"name": "alpha", "fraction_of": "A", "among": ["H", "A"]})
+    job["toys"] = {**job["toys"], "estimators": ["nn_pairwise"], "fractions": {"H_heavy": [0.2]},
+                   "treatments": ["fixed"]}
+    got = run_in_process(load_study(write_job(tmp_path, job)))
+    assert got.skipped["reweight"] == 1
+    store = EventStore(got.plan.events)
+    folder = got.plan.templates[("nn_pairwise", "none")].folder
+    info = StageRecord.read(folder, stage="templates").info
+    w = store.weights("H", "heavy", "template")
+    assert info["weights"]["H"]["n_events"] == w.size and info["weights"]["H"]["split"] == "template"
+    templates = load_templates(folder)
+    n_h = templates.node_counts["H"]
+    assert n_h == int((w > 0).sum())
+    np.testing.assert_array_equal(templates.node_weights[:n_h], w[w > 0])
+    assert np.all(templates.node_weights[n_h:] == 1.0)
+    pool = load_test_pool(folder)
+    weighted = templates.closure(pool.values, {"H": store.weights("H", "heavy", "test")})
+    assert info["closure"] == json.loads(json.dumps(weighted))
+    assert info["closure"] != json.loads(json.dumps(templates.closure(pool.values)))
+    alpha_hat = open_results(got.results_path)["alpha_hat"].sel(estimator="nn_pairwise").values
+    assert np.isfinite(alpha_hat).mean() > 0.9
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_the_ratio_estimator_trains_its_network_on_the_stored_weights(reweighted, tmp_path):
+    """templates.weights with ratio: H's train events weighted in the ratio network's training, its
+    closure and the templates' normalisation and nodes weighted with the stored weights."""
+    from hpcmix.orchestrate.stages import templates as templates_stage
+    from hpcmix.stats.ratios import ratio_closure
+    from hpcmix.store import EventStore, load_templates
+    from hpcmix.train.losses import get_loss
+
+    tmp, _, _ = reweighted
+    job = tiny_job(tmp / "out", templates={"weights": {"H": "heavy"}})
+    job["toys"] = {**job["toys"], "estimators": ["ratio"]}
+    got = run_in_process(load_study(write_job(tmp_path, job)))
+    assert got.skipped["reweight"] == 1
+    store = EventStore(got.plan.events)
+    m = got.plan.models["ratio:A:none"]
+    rec = StageRecord.read(m.folder, stage="train")
+    w_train = store.weights("H", "heavy", "train")
+    assert rec.inputs["weights"] == {"H": got.plan.reweights["heavy"].weights_address}
+    assert rec.info["weights"]["H"]["n_events"] == w_train.size
+    assert rec.info["weights"]["H"]["effective_sample_size"] == pytest.approx(effective_sample_size(w_train))
+    # the network's closure on the test split is weighted by H's test weights
+    t = got.plan.templates[("ratio", "none")]
+    u = [np.ravel(v) for v in templates_stage._values(store, t, "test", templates_stage._classifiers(t))]
+    pair = get_loss(rec.info["loss"])
+    w_test = store.weights("H", "heavy", "test")
+    expect = ratio_closure(pair.ratio(u[0]), pair.ratio(u[1]), w_ref=w_test)
+    assert rec.info["closure"]["A"] == pytest.approx(expect, rel=1e-4)
+    assert abs(expect["mean_r_on_reference"] - 1) < 0.3      # a ratio to the weighted H, roughly normalised
+    # the templates: H's nodes carry its template weights, c is the weighted mean over them
+    templates = load_templates(t.folder)
+    w = store.weights("H", "heavy", "template")
+    n_h = templates.node_counts["H"]
+    np.testing.assert_array_equal(templates.node_weights[:n_h], w[w > 0])
+    r_h = pair.ratio(templates.nodes[:n_h])
+    assert templates.norm == pytest.approx((w[w > 0] * r_h).sum() / w.sum(), rel=1e-12)
+    alpha_hat = open_results_of(got).sel(estimator="ratio").values
+    assert np.isfinite(alpha_hat).mean() > 0.9
+
+
+def open_results_of(run):
+    from hpcmix.results import open_results
+
+    return open_results(run.results_path)["alpha_hat"]
+
+
 def test_weight_networks_all_needs_a_used_weight_of_several_networks(tmp_path):
     job = tiny_job(tmp_path / "out", templates={"weight_networks": "all"})
     with pytest.raises(ConfigError, match="neither templates.weights nor toys.weights names a weight"):
@@ -487,6 +583,24 @@ def test_weight_networks_all_needs_a_used_weight_of_several_networks(tmp_path):
     two["toys"] = {**two["toys"], "weights": {"H": "heavy3"}}
     with pytest.raises(ConfigError, match=r"\{'heavy': 1, 'heavy3': 3\}"):
         load_study(write_job(tmp_path, two))
+
+
+def test_the_network_systematic_counts_its_toy_tasks_and_lists_its_addresses(tmp_path):
+    from hpcmix.orchestrate.checks import MAX_TASKS_PER_STAGE, PlanError
+
+    # toys-only weights: network 1 moves no template (none is weighted), only the cells
+    toys_only = tiny_job(tmp_path / "out", templates={"weight_networks": "all"})
+    toys_only["toys"] = {**toys_only["toys"], "weights": {"H": "heavy"}}
+    plan = plan_study(load_study(write_job(tmp_path, toys_only, "a.yaml")))
+    listed = plan.addresses()["weight_networks"]
+    assert listed["templates"] == {}
+    assert listed["toys"] == {"phi_star/none/0.5/50/network=1": plan.network_cells[0].address}
+    assert plan.network_cells[0].address not in plan.addresses()["toys"].values()
+    # 0.6 x the most toy tasks a stage may schedule, once per network: refused before the plan
+    many = {**toys_only, "toys": {**toys_only["toys"], "n_toys": int(0.6 * MAX_TASKS_PER_STAGE), "batch_size": 1}}
+    with pytest.raises(PlanError, match=r"over 2 cells \(the cells of all 2 reweighting networks\) make 240,000 toy tasks"):
+        plan_study(load_study(write_job(tmp_path, many, "b.yaml")))
+    plan_study(load_study(write_job(tmp_path, {**many, "templates": {}}, "c.yaml")))   # one network: it fits
 
 
 @pytest.mark.pythia

@@ -48,6 +48,8 @@ class PlanError(ConfigError):
 
 def check_task_counts(study) -> None:
     """Refuse task counts the scheduler cannot carry, before the plan lays out every task."""
+    from .stages.templates import weight_network_count
+
     problems = []
     g, t = study.generate, study.toys
     chunks = len(study.components) * sum(math.ceil(n / g.chunk_size) for n in g.events.values())
@@ -55,12 +57,15 @@ def check_task_counts(study) -> None:
         problems.append(f"generate.events ({dict(g.events)}) in chunks of generate.chunk_size = {g.chunk_size} "
                         f"make {chunks:,} generation tasks, more than the {MAX_TASKS_PER_STAGE:,} a stage may "
                         "schedule: raise generate.chunk_size")
+    # templates.weight_networks = all repeats every cell once per further reweighting network
+    networks = weight_network_count(study)
     n_cells = (len(t.estimators) * len(study.smearing.variants) * len(t.alpha) * len(t.n_events)
-               * (len(t.fraction_points) if study.nuisances else 1))
+               * (len(t.fraction_points) if study.nuisances else 1) * networks)
     toy_tasks = n_cells * math.ceil(t.n_toys / t.batch_size)
     if toy_tasks > MAX_TASKS_PER_STAGE:
+        each = f" (the cells of all {networks} reweighting networks)" if networks > 1 else ""
         problems.append(f"toys.n_toys = {t.n_toys} in batches of toys.batch_size = {t.batch_size} over "
-                        f"{n_cells} cells make {toy_tasks:,} toy tasks, more "
+                        f"{n_cells} cells{each} make {toy_tasks:,} toy tasks, more "
                         f"than the {MAX_TASKS_PER_STAGE:,} a stage may schedule: raise toys.batch_size")
     if problems:
         raise PlanError(f"{study.source}: the settings cannot run together:\n  - " + "\n  - ".join(problems))

@@ -75,14 +75,20 @@ class StudyPlan:
         out = {"generate": self.events_address}
         if self.reweights:
             out["reweight"] = {k: r.address for k, r in self.reweights.items()}
-        return {**out,
-                "train": {k: m.address for k, m in {**self.models, **self.auc_models}.items()},
-                "templates": {"/".join(k): t.address for k, t in self.templates.items()},
-                "toys": {"/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_label),
-                                   *(f"{k}={f}" for k, f in c.fractions)]): c.address for c in self.cells},
-                **({"weight_networks": {"/".join([*k[:2], str(k[2])]): t.address
-                                        for k, t in self.network_templates.items()}} if self.network_templates else {}),
-                "results": os.path.basename(self.results).removesuffix(".zarr")}
+        def cell_key(c, *extra):
+            return "/".join([c.estimator, c.smearing, str(c.alpha), str(c.n_label),
+                             *(f"{k}={f}" for k, f in c.fractions), *extra])
+
+        out.update({"train": {k: m.address for k, m in {**self.models, **self.auc_models}.items()},
+                    "templates": {"/".join(k): t.address for k, t in self.templates.items()},
+                    "toys": {cell_key(c): c.address for c in self.cells}})
+        if self.network_templates:
+            # network m >= 1: the templates it moves (weighted ones; others are network 0's) and all its cells
+            out["weight_networks"] = {
+                "templates": {"/".join([*k[:2], str(k[2])]): t.address for k, t in self.network_templates.items()
+                              if t.address != self.templates[k[:2]].address},
+                "toys": {cell_key(c, f"network={c.weight_network}"): c.address for c in self.network_cells}}
+        return {**out, "results": os.path.basename(self.results).removesuffix(".zarr")}
 
     def describe(self) -> str:
         g, s = self.generation, self.study
@@ -176,11 +182,12 @@ def plan_study(study: Study) -> StudyPlan:
     generation = plan_generation(study)
     events_address = generation.layout.fingerprint()
     events = os.path.join(out, "events", f"{events_address}.zarr")
-    every_model = train_stage.plan(study, events=events_address, root=os.path.join(out, "models"))
-    models = {k: m for k, m in every_model.items() if not k.startswith("auc:")}
-    auc_models = {k: m for k, m in every_model.items() if k.startswith("auc:")}
     reweights = reweight_stage.plan(study, events=events_address, root=os.path.join(out, "reweight"),
                                     model_root=os.path.join(out, "models"))
+    every_model = train_stage.plan(study, events=events_address, root=os.path.join(out, "models"),
+                                   reweights=reweights)
+    models = {k: m for k, m in every_model.items() if not k.startswith("auc:")}
+    auc_models = {k: m for k, m in every_model.items() if k.startswith("auc:")}
     templates = templates_stage.plan(study, events=events_address, models=models, root=os.path.join(out, "templates"),
                                      reweights=reweights)
     cells = toys_stage.plan(study, templates, root=os.path.join(out, "toys"), events_path=events,

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .components import ComponentTemplates, KDEComponents, _names
-from .templates import FFT_FLOOR, MixtureTemplates, limits_from_ratio_range
+from .templates import FFT_FLOOR, MixtureTemplates, check_weights, limits_from_ratio_range
 
 __all__ = ["RATIO_CLIP", "RATIO_METHODS", "DirectRatioComponents", "DirectRatioTemplates", "RatioComponents",
            "ratio_closure"]
@@ -52,29 +52,44 @@ class RatioComponents(ComponentTemplates):
     (n_c events each), the weights 1 / sum_c n_c r_c(x_n) make sum_n w_n g(r(x_n)) a Monte Carlo
     estimate of the integral of g(p) for every g homogeneous of degree one in p, as the Fisher
     integrand (p_p - p_r)(p_q - p_r) / p is; the bound assumes the calibrated ratios are the truth.
+
+    ``weights``: {component: one weight >= 0 per template event} (templates.weights, a reweighted
+    component). Each calibration is then a weighted KDE of that component's outputs (the networks stay
+    as trained: any output, calibrated, gives a normalised ratio of its own 1-D densities), events of
+    weight 0 drop out of the nodes, and the quadrature weights become w_n / sum_c W_c r_c(x_n), W_c the
+    sum of component c's weights (a node of component c stands for w_n / W_c of p_c).
     """
 
     kind = "ratio_components"
     support = (0.0, 1.0)
 
-    def __init__(self, values: Mapping, *, method: str, **kde):
+    def __init__(self, values: Mapping, *, method: str, weights: Mapping | None = None, **kde):
         names = _names(values)
         if method not in RATIO_METHODS:
             raise ValueError(f"method must be one of {list(RATIO_METHODS)}, got {method!r}")
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"weights given for {unknown}, which are not components of {list(names)}")
         m = len(names) - 1
-        y = {}
+        y, w = {}, {}
         for c in names:
             arr = np.asarray(values[c], dtype=float)
             if arr.ndim != 2 or arr.shape[1] != m:
                 raise ValueError(f"outputs of component {c!r} must have shape (n_events, {m}) (one column per "
                                  f"component but the reference {names[0]!r}), got {arr.shape}")
+            if c in weights:   # weight-0 events are no part of the reweighted component: no node, no kernel
+                w[c] = check_weights(weights[c], arr.shape[0], f"events of component {c!r}")
+                arr, w[c] = arr[w[c] > 0], w[c][w[c] > 0]
             y[c] = arr
         self.components = names
-        self.calibrations = {k: KDEComponents({c: y[c][:, j] for c in names}, **kde)
+        self.calibrations = {k: KDEComponents({c: y[c][:, j] for c in names}, weights=w or None, **kde)
                              for j, k in enumerate(names[1:])}
         settings = next(iter(self.calibrations.values())).settings   # the same for every output
         self.nodes = np.concatenate([y[c] for c in names])
         self.node_counts = {c: int(y[c].shape[0]) for c in names}
+        # per node: its event's weight (1 for an unweighted component); None when no component is weighted
+        self.node_weights = (np.concatenate([w.get(c, np.ones(y[c].shape[0])) for c in names]) if w else None)
         self.settings = {**settings, "method": method, "reference": names[0], "ratio_clip": RATIO_CLIP}
         self._cache = {}
 
@@ -118,22 +133,22 @@ class RatioComponents(ComponentTemplates):
 
     def quadrature(self):
         r = self._node_ratios()
-        n = np.array([self.node_counts[c] for c in self.components], dtype=float)
-        return r, 1.0 / (r @ n)
+        if self.node_weights is None:
+            n = np.array([self.node_counts[c] for c in self.components], dtype=float)
+            return r, 1.0 / (r @ n)
+        bounds = np.cumsum([0] + [self.node_counts[c] for c in self.components])
+        total = np.array([self.node_weights[a:b].sum() for a, b in zip(bounds[:-1], bounds[1:])])
+        return r, self.node_weights / (r @ total)
 
-    def closure(self, values: Mapping) -> dict:
+    def closure(self, values: Mapping, weights: Mapping | None = None) -> dict:
         """On held-out events ({component: (n_c, K - 1) outputs}): per non-reference k, the mean of r_k
-        over reference events and of 1 / r_k over k events (both 1 for a true ratio), with errors."""
+        over reference events and of 1 / r_k over k events (both 1 for a true ratio), with errors;
+        ``weights`` ({component: per-event weights}): weighted means for a reweighted component."""
+        weights = weights or {}
         ref = np.asarray(values[self.reference], dtype=float)
-        out = {}
-        for j, k in enumerate(self.components[1:]):
-            r_ref = self.ratio(k, ref[:, j])
-            inv_k = 1.0 / self.ratio(k, np.asarray(values[k], dtype=float)[:, j])
-            out[k] = {"mean_r_on_reference": float(r_ref.mean()),
-                      "mean_r_on_reference_err": float(r_ref.std(ddof=1) / np.sqrt(r_ref.size)),
-                      "mean_inverse_r_on_component": float(inv_k.mean()),
-                      "mean_inverse_r_on_component_err": float(inv_k.std(ddof=1) / np.sqrt(inv_k.size))}
-        return out
+        return {k: ratio_closure(self.ratio(k, ref[:, j]), self.ratio(k, np.asarray(values[k], dtype=float)[:, j]),
+                                 w_ref=weights.get(self.reference), w_k=weights.get(k))
+                for j, k in enumerate(self.components[1:])}
 
     def tabulate(self, n_points: int = 512):
         """The first non-reference output (the pair's: alpha = 1 against alpha = 0): every component's density."""
@@ -144,8 +159,11 @@ class RatioComponents(ComponentTemplates):
                 "calibration": {k: cal.info() for k, cal in self.calibrations.items()}}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        """``nodes`` (n, K - 1), ``node_counts`` (K,), and each calibration's arrays as ``cal_<k>__<key>``."""
+        """``nodes`` (n, K - 1), ``node_counts`` (K,), ``node_weights`` (n,) where a component is weighted,
+        and each calibration's arrays as ``cal_<k>__<key>``."""
         out = {"nodes": self.nodes, "node_counts": np.array([self.node_counts[c] for c in self.components])}
+        if self.node_weights is not None:
+            out["node_weights"] = self.node_weights
         for k, cal in self.calibrations.items():
             out.update({f"cal_{k}__{key}": v for key, v in cal.to_arrays().items()})
         return out
@@ -173,9 +191,46 @@ class RatioComponents(ComponentTemplates):
                 or int(counts.sum()) != self.nodes.shape[0]:
             raise ValueError(f"nodes {self.nodes.shape} and node_counts {counts.shape} do not fit {len(names)} components")
         self.node_counts = {c: int(n) for c, n in zip(names, counts)}
+        self.node_weights = _node_weights(arrays, self.nodes.shape[0])
         self.settings = dict(settings)
         self._cache = {}
         return self
+
+
+def _node_weights(arrays, n: int) -> np.ndarray | None:
+    """The stored ``node_weights`` (one positive weight per node), or None for unweighted templates."""
+    if "node_weights" not in arrays:
+        return None
+    w = np.asarray(arrays["node_weights"], dtype=float)
+    if w.shape != (n,) or not np.all(w > 0):
+        raise ValueError(f"node_weights {w.shape} must be one positive weight per node ({n})")
+    return w
+
+
+def _positive(names, values: list, weights: Mapping | None):
+    """Per component its outputs without the weight-0 events, and the node weights (None if unweighted)."""
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"weights given for {unknown}, which are not components of {list(names)}")
+    if not weights:
+        return values, None
+    out, w = [], []
+    for c, v in zip(names, values):
+        wc = np.ones(v.shape[0]) if c not in weights else check_weights(weights[c], v.shape[0],
+                                                                        f"events of component {c!r}")
+        out.append(v[wc > 0])
+        w.append(wc[wc > 0])
+    if min(v.shape[0] for v in out) < 2:
+        raise ValueError("each component needs at least two template events of positive weight")
+    return out, np.concatenate(w)
+
+
+def _weighted_mean(v: np.ndarray, w: np.ndarray | None):
+    """The mean over the first axis (the normalisations c); weighted: sum w v / sum w."""
+    if w is None:
+        return v.mean(axis=0)
+    return np.tensordot(w, v, axes=(0, 0)) / w.sum()
 
 
 # --------------------------------------------------------------------------- direct ratios (the ratio estimator)
@@ -188,14 +243,27 @@ def _loss(name):
     return get_loss(name)
 
 
-def ratio_closure(r_ref: np.ndarray, r_k: np.ndarray) -> dict:
-    """Mean of r over reference events and of 1 / r over component-k events, with errors (both 1 if r is true)."""
+def _mean_and_error(v: np.ndarray, w: np.ndarray | None) -> tuple[float, float]:
+    """The mean and its error; weighted: sum w v / sum w and sqrt(sum w^2 (v - mean)^2) / sum w, times
+    sqrt(n / (n - 1)) for the n events of positive weight (unit weights: the unweighted error)."""
+    if w is None:
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+    w = np.asarray(w, dtype=float).reshape(-1)
+    if w.shape != v.shape:
+        raise ValueError(f"{w.size} weights for {v.size} events")
+    mean = float((w * v).sum() / w.sum())
+    n = int((w > 0).sum())
+    return mean, float(np.sqrt((w * w * (v - mean) ** 2).sum() * n / (n - 1)) / w.sum())
+
+
+def ratio_closure(r_ref: np.ndarray, r_k: np.ndarray, *, w_ref=None, w_k=None) -> dict:
+    """Mean of r over reference events and of 1 / r over component-k events, with errors (both 1 if r is
+    true); ``w_ref`` / ``w_k``: the events' weights where that component is reweighted."""
     r_ref, r_k = np.asarray(r_ref, dtype=float), np.asarray(r_k, dtype=float)
-    inv_k = 1.0 / r_k
-    return {"mean_r_on_reference": float(r_ref.mean()),
-            "mean_r_on_reference_err": float(r_ref.std(ddof=1) / np.sqrt(r_ref.size)),
-            "mean_inverse_r_on_component": float(inv_k.mean()),
-            "mean_inverse_r_on_component_err": float(inv_k.std(ddof=1) / np.sqrt(inv_k.size))}
+    m_ref, e_ref = _mean_and_error(r_ref, w_ref)
+    m_k, e_k = _mean_and_error(1.0 / r_k, w_k)
+    return {"mean_r_on_reference": m_ref, "mean_r_on_reference_err": e_ref,
+            "mean_inverse_r_on_component": m_k, "mean_inverse_r_on_component_err": e_k}
 
 
 class DirectRatioTemplates(MixtureTemplates):
@@ -210,24 +278,31 @@ class DirectRatioTemplates(MixtureTemplates):
     the smeared study). The template events are the nodes of the positivity rule (the range
     of r over them) and of the Fisher information, a Monte Carlo integral over the pooled nodes with
     weights 1 / (n_H + n_A r): sum_n (r_n - 1)^2 / (1 + alpha (r_n - 1)) / (n_H + n_A r_n).
+
+    ``weights``: {component: one weight >= 0 per template event} for a reweighted component, whose
+    network must have trained on the same weights (the train stage does so under templates.weights):
+    c is then the weighted mean over the alpha = 0 events, weight-0 events are no nodes, and the node
+    weights are w_n / (W_H + W_A r_n), W the components' sums of weights.
     """
 
     kind = "direct_ratio"
 
-    def __init__(self, values: Mapping, *, loss: str):
+    def __init__(self, values: Mapping, *, loss: str, weights: Mapping | None = None):
         names = _names(values)
         if len(names) != 2:
             raise ValueError(f"DirectRatioTemplates take two components, got {list(names)}; use DirectRatioComponents")
         u = [np.asarray(values[c], dtype=float).reshape(-1) for c in names]
         if min(v.size for v in u) < 2 or not all(np.isfinite(v).all() for v in u):
             raise ValueError("each component needs at least two finite network outputs")
+        u, w = _positive(names, u, weights)
         pair = _loss(loss)
-        norm = float(np.mean(pair.ratio(u[0])))
+        norm = _weighted_mean(pair.ratio(u[0]), None if w is None else w[:u[0].size])
         self._setup(names, np.concatenate(u), {c: v.size for c, v in zip(names, u)},
-                    {"loss": pair.name, "omega": pair.omega, "ratio_clip": RATIO_CLIP}, norm)
+                    {"loss": pair.name, "omega": pair.omega, "ratio_clip": RATIO_CLIP}, norm, w)
 
-    def _setup(self, names, nodes, counts, settings, norm):
+    def _setup(self, names, nodes, counts, settings, norm, node_weights=None):
         self.components, self.nodes, self.node_counts, self.settings = tuple(names), nodes, dict(counts), settings
+        self.node_weights = node_weights
         self.pair = _loss(settings["loss"])
         self.norm = float(norm)
         if not (np.isfinite(self.norm) and self.norm > 0):
@@ -261,7 +336,10 @@ class DirectRatioTemplates(MixtureTemplates):
         p = 1.0 + alpha[..., None] * (r - 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
             term = np.where(p > 0, (r - 1.0) ** 2 / p, 0.0)
-        return np.sum(term / (n0 + n1 * r), axis=-1)
+        if self.node_weights is None:
+            return np.sum(term / (n0 + n1 * r), axis=-1)
+        w = self.node_weights
+        return np.sum(term * w / (w[:n0].sum() + w[n0:].sum() * r), axis=-1)
 
     def tabulate(self, n_points: int = 512):
         """(u, p_A(u), p_H(u)) as histograms of u on the template events (for the figures only)."""
@@ -271,19 +349,25 @@ class DirectRatioTemplates(MixtureTemplates):
         p_a = np.histogram(self.nodes[n0:], edges, density=True)[0]
         return 0.5 * (edges[1:] + edges[:-1]), p_a, p_h
 
-    def closure(self, values: Mapping) -> dict:
-        """{alpha = 1 component: mean r over held-out alpha = 0 events and mean 1 / r over its own}."""
+    def closure(self, values: Mapping, weights: Mapping | None = None) -> dict:
+        """{alpha = 1 component: mean r over held-out alpha = 0 events and mean 1 / r over its own}
+        (weighted means for a component with ``weights``)."""
         zero, one = self.components
+        weights = weights or {}
         return {one: ratio_closure(self.ratio(np.asarray(values[zero], dtype=float)),
-                                 self.ratio(np.asarray(values[one], dtype=float)))}
+                                 self.ratio(np.asarray(values[one], dtype=float)),
+                                 w_ref=weights.get(zero), w_k=weights.get(one))}
 
     def info(self) -> dict:
         return {"loss": self.settings["loss"], "omega": self.settings["omega"], "support_nodes": int(self.nodes.size),
                 "ratio_range": list(self.ratio_range), "normalisation": self.norm}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"nodes": self.nodes, "node_counts": np.array([self.node_counts[c] for c in self.components]),
-                "norm": np.asarray(self.norm)}
+        out = {"nodes": self.nodes, "node_counts": np.array([self.node_counts[c] for c in self.components]),
+               "norm": np.asarray(self.norm)}
+        if self.node_weights is not None:
+            out["node_weights"] = self.node_weights
+        return out
 
     @classmethod
     def from_arrays(cls, arrays, *, components, settings) -> DirectRatioTemplates:
@@ -296,11 +380,12 @@ class DirectRatioTemplates(MixtureTemplates):
             raise ValueError(f"nodes {nodes.shape} and node_counts {counts.shape} do not fit two components")
         self = cls.__new__(cls)
         n0 = int(counts[0])
-        norm = float(np.mean(_loss(settings["loss"]).ratio(nodes[:n0])))
+        w = _node_weights(arrays, nodes.shape[0])
+        norm = _weighted_mean(_loss(settings["loss"]).ratio(nodes[:n0]), None if w is None else w[:n0])
         if norm != float(arrays["norm"]):
             raise ValueError(f"the stored normalisation {float(arrays['norm'])!r} is not the mean ratio {norm!r} of "
                              "its reference nodes")
-        self._setup(names, nodes, dict(zip(names, map(int, counts))), dict(settings), norm)
+        self._setup(names, nodes, dict(zip(names, map(int, counts))), dict(settings), norm, w)
         return self
 
 
@@ -311,28 +396,32 @@ class DirectRatioComponents(RatioComponents):
     ``RatioComponents``; the nodes, the positivity support, the quadrature and the closure are that
     class's, the ratios need no calibration, only each its normalisation (``DirectRatioTemplates``):
     r_k = omega^-1(u_k) / c_k, c_k the mean of omega^-1(u_k) over the reference's template events.
+    ``weights`` as for ``DirectRatioTemplates`` (networks trained on the same weights): weighted
+    c_k, and the node weights of ``RatioComponents``.
     """
 
     kind = "direct_ratio_components"
 
-    def __init__(self, values: Mapping, *, loss: str):
+    def __init__(self, values: Mapping, *, loss: str, weights: Mapping | None = None):
         names = _names(values)
         m = len(names) - 1
-        y = {}
+        y = []
         for c in names:
             arr = np.asarray(values[c], dtype=float)
             if arr.ndim != 2 or arr.shape[1] != m or not np.isfinite(arr).all():
                 raise ValueError(f"outputs of component {c!r} must be finite, of shape (n_events, {m}) (one column "
                                  f"per component but the reference {names[0]!r}), got {arr.shape}")
-            y[c] = arr
+            y.append(arr)
+        y, w = _positive(names, y, weights)
         pair = _loss(loss)
         self.components = names
         self.calibrations = {}
-        self.nodes = np.concatenate([y[c] for c in names])
-        self.node_counts = {c: int(y[c].shape[0]) for c in names}
+        self.nodes = np.concatenate(y)
+        self.node_counts = {c: int(v.shape[0]) for c, v in zip(names, y)}
+        self.node_weights = w
         self.settings = {"loss": pair.name, "omega": pair.omega, "reference": names[0], "ratio_clip": RATIO_CLIP}
         self.pair = pair
-        self._set_norms(pair.ratio(y[names[0]]).mean(axis=0))
+        self._set_norms(_weighted_mean(pair.ratio(y[0]), None if w is None else w[:y[0].shape[0]]))
 
     def _set_norms(self, norms):
         norms = np.asarray(norms, dtype=float).reshape(-1)
@@ -370,8 +459,11 @@ class DirectRatioComponents(RatioComponents):
                 "support_nodes": int(self.nodes.shape[0]), "normalisation": dict(self.norms)}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"nodes": self.nodes, "node_counts": np.array([self.node_counts[c] for c in self.components]),
-                "norms": np.array([self.norms[k] for k in self.components[1:]])}
+        out = {"nodes": self.nodes, "node_counts": np.array([self.node_counts[c] for c in self.components]),
+               "norms": np.array([self.norms[k] for k in self.components[1:]])}
+        if self.node_weights is not None:
+            out["node_weights"] = self.node_weights
+        return out
 
     @classmethod
     def from_arrays(cls, arrays, *, components, settings) -> DirectRatioComponents:
@@ -387,9 +479,11 @@ class DirectRatioComponents(RatioComponents):
             raise ValueError(f"nodes {nodes.shape} and node_counts {counts.shape} do not fit {len(names)} components")
         self = cls.__new__(cls)
         self.components, self.calibrations, self.nodes = names, {}, nodes
+        self.node_weights = w = _node_weights(arrays, nodes.shape[0])
         self.node_counts = {c: int(n) for c, n in zip(names, counts)}
         self.settings, self.pair = dict(settings), _loss(settings["loss"])
-        norms = self.pair.ratio(nodes[:self.node_counts[names[0]]]).mean(axis=0)
+        n0 = self.node_counts[names[0]]
+        norms = _weighted_mean(self.pair.ratio(nodes[:n0]), None if w is None else w[:n0])
         if not np.array_equal(norms, np.asarray(arrays["norms"], dtype=float)):
             raise ValueError(f"the stored normalisations {np.asarray(arrays['norms']).tolist()} are not the mean "
                              f"ratios {norms.tolist()} of their reference nodes")

@@ -60,7 +60,18 @@ def equal_population_edges(x: np.ndarray, *, bins: int = 20, min_per_bin: int = 
     edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n + 1)))
     if edges.size < 3:   # a feature with one or two values: one bin per value
         edges = np.unique(np.concatenate([np.unique(x), [x.max() + 1.0]]))
-    return edges
+    # ties (a value many events share) can leave a bin with fewer than min_per_bin events: merge such
+    # bins into the next one, and a short last bin into the one before (a loop over <= bins bins)
+    counts = binned(x, edges)[0]
+    keep, held = [edges[0]], 0.0
+    for i, c in enumerate(counts[:-1]):
+        held += c
+        if held >= min_per_bin:
+            keep.append(edges[i + 1])
+            held = 0.0
+    if held + counts[-1] < min_per_bin and len(keep) > 1:
+        keep.pop()
+    return np.asarray(keep + [edges[-1]])
 
 
 def binned(x: np.ndarray, edges: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -25,9 +25,10 @@ RATIO_ESTIMATORS = ("nn_multiclass", "nn_pairwise")
 #: estimators whose networks are trained with a likelihood-ratio loss (one per component but the
 #: reference, any K): ``ratio`` fits r = omega^-1(u) directly, ``ratio_calibrated`` after 1-D KDEs
 LEARNED_RATIO_ESTIMATORS = ("ratio", "ratio_calibrated")
-#: estimators whose templates take weighted events (templates.weights): KDEs and the phi* fit; the
-#: ratio-based templates' quadrature nodes do not carry weights yet
-WEIGHTED_TEMPLATE_ESTIMATORS = ("phi_star", "nn", "ratio_calibrated")
+#: estimators whose templates take weighted events (templates.weights): the phi* fit, every KDE (the
+#: calibrations of the ratio estimators included), and ``ratio``, whose networks then train on the
+#: weighted events
+WEIGHTED_TEMPLATE_ESTIMATORS = ("phi_star", "nn") + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 #: estimators that use a trained network
 NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 SPLITS = ("train", "template", "test")

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
-from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, WEIGHT_NETWORKS, AUCStudy, GenerateSettings, ParameterOfInterest,
+from .model import (ESTIMATORS, LEARNED_RATIO_ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, WEIGHT_NETWORKS, AUCStudy, GenerateSettings, ParameterOfInterest,
                     RatioSettings,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
@@ -377,6 +377,13 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     if tp["weight_networks"] == "all":
         # by name: templates and toys may weight one component with two different weights
         _check_weight_networks(set(tp["weights"].values()) | set(ty["weights"].values()), reweight, where=where)
+        learned = [e for e in ty["estimators"] if e in LEARNED_RATIO_ESTIMATORS]
+        if tp["weights"] and learned:
+            raise ConfigError(f"{where}: 'templates.weight_networks: all' with templates.weights and {learned}: "
+                              "their ratio networks train on the nominal reweighting network's weights, and "
+                              "varying the weights would need each trained again per network, which hpcmix does "
+                              "not do yet; drop those estimators, the template weights (toys.weights alone "
+                              "is fine), or weight_networks")
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,
@@ -417,13 +424,11 @@ def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweig
                               f"{by_name[name].source!r}, not of {component!r}; use a weight whose source is "
                               f"{component!r}")
     if section == "templates" and uses:
-        many = len(components) > 2
-        bad = [e for e in estimators if e not in WEIGHTED_TEMPLATE_ESTIMATORS or (many and e == "ratio_calibrated")]
+        bad = [e for e in estimators if e not in WEIGHTED_TEMPLATE_ESTIMATORS]
         if bad:
             raise ConfigError(f"{where}: 'templates.weights' weights template events, which the templates of "
-                              f"{bad} cannot take yet (their density ratios' quadrature nodes carry no weights); "
-                              f"weighted templates work for {list(WEIGHTED_TEMPLATE_ESTIMATORS)} "
-                              "(ratio_calibrated with two components): drop those estimators or the weights")
+                              f"{bad} cannot take; weighted templates work for {list(WEIGHTED_TEMPLATE_ESTIMATORS)}: "
+                              "drop those estimators or the weights")
 
 
 def _check_weight_networks(uses: set[str], reweight, *, where: str) -> None:

@@ -171,12 +171,15 @@ def _aucs(y, proba) -> tuple[float, dict | None]:
     return per[1], per
 
 
-def _closure(pair, u, y) -> dict:
-    """Mean of r over class-0 events and of 1 / r over class-1 events, with errors: both 1 for a true ratio."""
+def _closure(pair, u, y, w=None) -> dict:
+    """Mean of r over class-0 events and of 1 / r over class-1 events, with errors: both 1 for a true ratio
+    (weighted means with per-event weights ``w``)."""
     from ..stats.ratios import ratio_closure
 
     r = pair.ratio(u)
-    return ratio_closure(r[y == 0], r[y == 1])
+    if w is None:
+        return ratio_closure(r[y == 0], r[y == 1])
+    return ratio_closure(r[y == 0], r[y == 1], w_ref=w[y == 0], w_k=w[y == 1])
 
 
 # ---------------------------------------------------------------------------
@@ -195,12 +198,14 @@ def train_classifier(
     class_names: Sequence[str] = ("H", "A"),
     loss: str | None = None,
     weights: np.ndarray | None = None,
+    test_weights: np.ndarray | None = None,
 ) -> TrainingResult:
     """Train the classifier on ``x`` (n_events, n_features), labels ``y`` (0 = H, 1 = A).
 
     ``class_names``: one name per label (len K >= 2: a K-way softmax); the default is the paper's pair.
     ``loss``: a likelihood-ratio loss name (two classes): train a ratio network u ~ omega(p_1 / p_0)
-    instead, on ``weights`` (per event, default 1) balanced so each class weighs the same.
+    instead, on ``weights`` (per event, default 1) balanced so each class weighs the same; its closure
+    on the test events is weighted by ``test_weights`` when given.
 
     ``settings`` is the study's (``Study.classifier``, seed filled in).  The ROC
     AUC in ``metrics.json`` is computed on ``x_test``/``y_test`` when given
@@ -222,8 +227,10 @@ def train_classifier(
         if len(class_names) != 2:
             raise ValueError(f"a likelihood-ratio loss compares two samples, got classes {list(class_names)}")
     x, y, names = _check_inputs(x, y, feature_names, class_names)
-    if weights is not None and pair is None:
+    if (weights is not None or test_weights is not None) and pair is None:
         raise ValueError("event weights are used by the likelihood-ratio losses only; give loss=... or no weights")
+    if test_weights is not None and x_test is None:
+        raise ValueError("test_weights weight the test events: give x_test and y_test too")
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
     out_dir = os.fspath(out_dir)
@@ -298,7 +305,15 @@ def train_classifier(
     else:
         auc, per, auc_sample = auc_val, per_val, "validation"
     # on the roc_auc_sample, as the AUC
-    closure = None if pair is None else _closure(pair, *((p_test[:, 0], y_test) if n_test else (p_val[:, 0], y_val)))
+    if pair is None:
+        closure = None
+    elif n_test:
+        wt = None if test_weights is None else np.asarray(test_weights, dtype=float).reshape(-1)
+        if wt is not None and wt.shape != y_test.shape:
+            raise ValueError(f"{wt.size} test weights for {y_test.size} test events")
+        closure = _closure(pair, p_test[:, 0], y_test, wt)
+    else:   # the events' own weights (not the class-balanced ones of the loss)
+        closure = _closure(pair, p_val[:, 0], y_val, None if weights is None else w[val_idx])
     _say(
         progress,
         f"hpcmix.train: {epochs_run} epochs (best {best_epoch}) on {device.label}, "

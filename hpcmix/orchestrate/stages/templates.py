@@ -254,22 +254,20 @@ def build(store, t: Templates):
     clf = _classifiers(t)
     values = _values(store, t, "template", clf)
     w = event_weights(store, t, "template")
-    if w and (t.estimator in RATIO_ESTIMATORS or t.estimator == "ratio" or (many and t.estimator == "ratio_calibrated")):
-        raise ValueError(f"the {t.estimator} templates cannot take event weights yet (templates.weights); "
-                         "the study check should have refused this")
     if t.estimator == "ratio":
+        # weighted: the networks trained on the same components' weights (train stage), c_k weighted
         from ...stats.ratios import DirectRatioComponents, DirectRatioTemplates
 
         loss = next(iter(clf.values())).loss
         cls = DirectRatioComponents if many else DirectRatioTemplates
-        return cls(dict(zip(t.components, values)), loss=loss), clf
+        return cls(dict(zip(t.components, values)), loss=loss, weights=w or None), clf
     s = dict(t.settings)
     s["clip"] = s.pop("logit_clip")
     if t.estimator in RATIO_ESTIMATORS or (many and t.estimator == "ratio_calibrated"):
         from ...stats.ratios import RatioComponents
 
         method = {"nn_multiclass": "multiclass", "nn_pairwise": "pairwise"}.get(t.estimator, "likelihood_ratio")
-        return RatioComponents(dict(zip(t.components, values)), method=method, **s), clf
+        return RatioComponents(dict(zip(t.components, values)), method=method, weights=w or None, **s), clf
     if many:
         return KDEComponents(dict(zip(t.components, values)), weights=w or None, **s), clf
     v0, v1 = values
@@ -277,8 +275,9 @@ def build(store, t: Templates):
                         weights=_pair_weights(w, t.components, values), **s), clf
 
 
-def _kde_closure(templates, test) -> dict:
-    """The closure of p_1 / p_0 of two KDE templates at the test events, clipped as every ratio is."""
+def _kde_closure(templates, test, weights) -> dict:
+    """The closure of p_1 / p_0 of two KDE templates at the test events, clipped as every ratio is
+    (weighted means for a weighted component: ``weights`` as ``event_weights``)."""
     from ...stats.ratios import RATIO_CLIP, ratio_closure
 
     def r(v):
@@ -288,7 +287,7 @@ def _kde_closure(templates, test) -> dict:
             out = np.where(p0 > 0, p1 / p0, np.where(p1 > 0, RATIO_CLIP, 1.0 / RATIO_CLIP))
         return np.clip(out, 1.0 / RATIO_CLIP, RATIO_CLIP)
 
-    return ratio_closure(r(test[0]), r(test[1]))
+    return ratio_closure(r(test[0]), r(test[1]), w_ref=weights[0], w_k=weights[1])
 
 
 def templates_task(t: Templates, store_path: str) -> dict:
@@ -300,6 +299,8 @@ def templates_task(t: Templates, store_path: str) -> dict:
     os.makedirs(t.folder, exist_ok=True)
     templates, clf = build(store, t)
     test = _values(store, t, "test", clf)
+    # the closure of a weighted component's ratio is a weighted mean over its held-out events
+    w_test = event_weights(store, t, "test")
     save_test_pool(t.folder, templates, dict(zip(t.components, test)))
     save_templates(t.folder, templates, components=t.components)
     if len(t.components) > 2:
@@ -307,7 +308,7 @@ def templates_task(t: Templates, store_path: str) -> dict:
         info = {**templates.info(), "support_nodes": int(templates.support_nodes().shape[0])}
         if t.estimator in RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS:
             # held-out events: the mean of r_k over reference events and of 1 / r_k over k events are 1
-            info["closure"] = templates.closure(dict(zip(t.components, test)))
+            info["closure"] = templates.closure(dict(zip(t.components, test)), w_test)
     else:
         if t.estimator == "phi_star":
             info = {"a": templates.a, "a_err": templates.a_err, "c": templates.c}
@@ -316,9 +317,9 @@ def templates_task(t: Templates, store_path: str) -> dict:
         else:
             info = {"bandwidths": list(templates.bandwidths), "space": templates.space}
         if t.estimator == "ratio":
-            info["closure"] = templates.closure(dict(zip(t.components, test)))
+            info["closure"] = templates.closure(dict(zip(t.components, test)), w_test)
         elif t.estimator == "ratio_calibrated":
-            info["closure"] = {t.components[1]: _kde_closure(templates, test)}
+            info["closure"] = {t.components[1]: _kde_closure(templates, test, [w_test.get(c) for c in t.components])}
         lo, hi = templates.positivity_limits()
         info["positivity_limits"] = [float(lo), float(hi)]
     info["pool_sizes"] = {c: int(v.size) for c, v in zip(t.components, test)}

@@ -5,12 +5,14 @@ one model, one address), one binary network per nuisance against the reference c
 (``nn_pairwise``), one K-class network (``nn_multiclass``), and for ``ratio`` / ``ratio_calibrated``
 one likelihood-ratio network per component but the reference (its density ratio to the reference,
 trained with ``ratio.loss``; both estimators share them). Each is one task on the training pool.
+A ratio network whose components templates.weights reweights trains on their weighted events, so
+that its output is the ratio of the densities the weighted templates describe.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,9 @@ class Model:
     address: str
     events: str                      # the event store's address
     loss: str | None = None          # a likelihood-ratio loss: a ratio network (output u ~ omega(p_1 / p_0))
+    # a ratio network of a component templates.weights reweights trains on its weighted events:
+    # ((component, weight name, reweighting address), ...), network 0's weights (the nominal)
+    weights: tuple[tuple[str, str, str], ...] = ()
 
     def slice(self) -> dict:
         out = {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.to_dict(),
@@ -48,15 +53,25 @@ class Model:
             out["classifier"].pop("output_batch_norm")   # a ratio network's output u has no batch norm
         return out
 
+    @property
+    def inputs_addresses(self) -> dict:
+        """What the model trains on: the event store, and the weights of its weighted components."""
+        out = {"events": self.events}
+        if self.weights:   # unweighted networks keep their addresses
+            out["weights"] = {c: a for c, _, a in self.weights}
+        return out
+
 
 def model(study: Study, *, label: str, smearing: str, inputs: Sequence[str], settings: ClassifierSettings,
           events: str, root: str | None = None, folder: str | None = None,
-          components: Sequence[str] | None = None, loss: str | None = None) -> Model:
-    """The item for one classifier (of ``components``, default the pair), or with ``loss`` one ratio network;
-    its folder is ``root/<address>`` unless given."""
+          components: Sequence[str] | None = None, loss: str | None = None,
+          weights: Sequence[tuple[str, str, str]] = ()) -> Model:
+    """The item for one classifier (of ``components``, default the pair), or with ``loss`` one ratio network
+    (``weights``: its weighted components); its folder is ``root/<address>`` unless given."""
     m = Model(label=label, smearing=smearing, inputs=tuple(inputs), settings=settings,
-              components=tuple(components or study.pair), folder="", address="", events=events, loss=loss)
-    addr = address(NAME, VERSION, m.slice(), {"events": events})
+              components=tuple(components or study.pair), folder="", address="", events=events, loss=loss,
+              weights=tuple(weights))
+    addr = address(NAME, VERSION, m.slice(), m.inputs_addresses)
     return Model(**{**m.__dict__, "address": addr, "folder": folder or os.path.join(root, addr)})
 
 
@@ -72,9 +87,12 @@ def multiclass_label(smearing: str) -> str:
     return f"multiclass:{smearing}"
 
 
-def plan(study: Study, *, events: str, root: str) -> dict[str, Model]:
-    """The network estimators' classifiers per smearing variant (see the module) plus the AUC study's."""
+def plan(study: Study, *, events: str, root: str, reweights: Mapping[str, object] | None = None) -> dict[str, Model]:
+    """The network estimators' classifiers per smearing variant (see the module) plus the AUC study's;
+    ``reweights``: the reweighting stage's items by weight name (for templates.weights)."""
     models = {}
+    # the ratio networks model the densities the templates are of: weighted where templates.weights says
+    weighted = {c: (c, name, (reweights or {})[name].weights_address) for c, name in study.templates.weights.items()}
     est = set(study.toys.estimators)
     for sm in study.smearing.variants:
         def one(label, components=None):
@@ -92,7 +110,8 @@ def plan(study: Study, *, events: str, root: str) -> dict[str, Model]:
                 models[ratio_label(k, sm)] = model(
                     study, label=ratio_label(k, sm), smearing=sm, inputs=study.network_inputs,
                     settings=study.ratio.classifier, events=events, root=root,
-                    components=(study.fit_components[0], k), loss=study.ratio.loss)
+                    components=(study.fit_components[0], k), loss=study.ratio.loss,
+                    weights=[weighted[c] for c in (study.fit_components[0], k) if c in weighted])
     if study.auc_study is not None:
         a = study.auc_study
         for label, inputs in a.sets:
@@ -120,6 +139,18 @@ def labelled_features(store, components: Sequence[str], split: str, *, smeared: 
     return np.concatenate(xs), y
 
 
+def _weighted_parts(store, m: Model, split: str) -> list[np.ndarray]:
+    """The stored weights (network 0) of ``m``'s weighted components' events in ``split``."""
+    return [store.weights(c, name, split, address=a) for c, name, a in m.weights]
+
+
+def _event_weights(store, m: Model, split: str) -> np.ndarray:
+    """One weight per event of ``labelled_features`` (1 for the events of an unweighted component)."""
+    parts = dict(zip((c for c, _, _ in m.weights), _weighted_parts(store, m, split)))
+    start, stop = store.layout.split_ranges()[split]   # every component has the split's events
+    return np.concatenate([parts.get(c, np.ones(stop - start)) for c in m.components])
+
+
 def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     """Train on the train split, measure the ROC AUC on the test split, write the record; returns it."""
     from ...store import EventStore
@@ -130,18 +161,26 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     smeared = SMEARED[m.smearing]
     x, y = labelled_features(store, m.components, "train", smeared=smeared, names=m.inputs)
     x_test, y_test = labelled_features(store, m.components, "test", smeared=smeared, names=m.inputs)
+    w, w_test = (_event_weights(store, m, "train"), _event_weights(store, m, "test")) if m.weights else (None, None)
     result = train_classifier(x, y, feature_names=list(m.inputs), out_dir=m.folder, settings=m.settings,
-                              x_test=x_test, y_test=y_test, progress=progress, class_names=m.components, loss=m.loss)
+                              x_test=x_test, y_test=y_test, progress=progress, class_names=m.components, loss=m.loss,
+                              weights=w, test_weights=w_test)
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
                                             "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
     if result.roc_auc_vs_first is not None:
         info["roc_auc_vs_first"] = result.roc_auc_vs_first
     if m.loss is not None:   # held-out test events: the mean of r over reference events and of 1 / r over k's
         info.update(loss=m.loss, closure={m.components[1]: result.closure})
+    if m.weights:   # what the weighted components trained on (weighted means in the closure)
+        from ...stats.weights import effective_sample_size
+
+        info["weights"] = {c: {"name": name, "address": a, "network": 0, "split": "train",
+                               "n_events": int(v.size), "effective_sample_size": effective_sample_size(v)}
+                           for (c, name, a), v in zip(m.weights, _weighted_parts(store, m, "train"))}
     info["worker"] = worker_info()
     if info["worker"]["slurm_job_id"]:
         # what SLURM itself says this job holds (scontrol), not what we asked for
         info["slurm_gres"] = {k: v for k, v in slurm_job_gres().items() if k != "raw"}
-    rec = StageRecord(stage=NAME, address=m.address, version=VERSION, settings=m.slice(), inputs={"events": m.events},
+    rec = StageRecord(stage=NAME, address=m.address, version=VERSION, settings=m.slice(), inputs=m.inputs_addresses,
                       paths={"events": os.path.abspath(store_path)}, info=info)
     return rec.write(m.folder).to_json()

@@ -15,6 +15,7 @@ mismodelled and reweighted fit the very same toys (same pools, weights and seeds
 difference of their means is what the Z mismodelling does to alpha_hat.
 
     python docs/reweighting_tables.py jobs/reweight-z.yaml
+    python docs/reweighting_tables.py jobs/reweight-z.yaml --weight gmz8 --all-features
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from hpcmix.orchestrate.record import StageRecord
 from hpcmix.results import open_results
 from hpcmix.study import load_study
 
-VARIANTS = {
-    "nominal": [],
-    "mismodelled": ["toys.weights={Z: gmz}"],
-    "reweighted": ["templates.weights={Z: gmz}", "toys.weights={Z: gmz}", "templates.weight_networks=all"],
-}
+def variants(weight: str) -> dict[str, list[str]]:
+    """The --set options of the three runs, for the named weight of Z."""
+    return {"nominal": [],
+            "mismodelled": [f"toys.weights={{Z: {weight}}}"],
+            "reweighted": [f"templates.weights={{Z: {weight}}}", f"toys.weights={{Z: {weight}}}",
+                           "templates.weight_networks=all"]}
 
 
 def pm(d, key, digits=3):
@@ -79,6 +81,39 @@ def feature_rows(info) -> list[str]:
     return lines
 
 
+def all_feature_rows(plan, r) -> list[str]:
+    """chi2 / ndf before and after for every network input of the study (not only the weight's own
+    inputs, which its record holds), from the stored network-0 weights of the test split."""
+    import numpy as np
+
+    from hpcmix.orchestrate.stages.reweight import FEATURE_MIN_PER_BIN, blinded
+    from hpcmix.stats.weights import feature_comparison
+    from hpcmix.store import EventStore
+    from hpcmix.study.model import SMEARED
+
+    w, store = r.settings, EventStore(plan.events)
+    names = list(plan.study.network_inputs)
+    smeared = SMEARED[w.smearing]
+    xs = store.features(w.source, "test", smeared=smeared, names=names)
+    xt = store.features(w.target, "test", smeared=smeared, names=names)
+    weights = store.weights(w.source, r.name, "test", address=r.weights_address)
+    ins, int_ = blinded(store, w, w.source, "test"), blinded(store, w, w.target, "test")
+    regions = {"control": (~ins, ~int_), "blinded": (ins, int_)} if w.blind else {"all": (ins | True, int_ | True)}
+    rows = {n: {reg: feature_comparison(xs[a, j], weights[a], xt[b, j], min_per_bin=FEATURE_MIN_PER_BIN)
+                for reg, (a, b) in regions.items()} for j, n in enumerate(names)}
+    first = next(iter(regions))
+    lines = ["| feature | input | " + " | ".join(f"{reg}: before | after" for reg in regions) + " |",
+             "|---|---|" + "---|---|" * len(regions)]
+    for n, by in sorted(rows.items(), key=lambda kv: -kv[1][first]["before"]["chi2_per_ndf"]):
+        cells = [f"{by[reg][k]['chi2_per_ndf']:.2f}" for reg in regions for k in ("before", "after")]
+        lines.append(f"| {n} | {'yes' if n in w.inputs else 'no'} | " + " | ".join(cells) + " |")
+    mean = {reg: (np.mean([by[reg]["before"]["chi2_per_ndf"] for by in rows.values()]),
+                  np.mean([by[reg]["after"]["chi2_per_ndf"] for by in rows.values()])) for reg in regions}
+    lines.append("\n(mean over the " + str(len(names)) + " inputs: "
+                 + "; ".join(f"{reg} {b:.2f} -> {a:.2f}" for reg, (b, a) in mean.items()) + ")")
+    return lines
+
+
 def fit_rows(summaries, alpha, n) -> list[str]:
     s0 = summaries["nominal"]
     zs = [float(z) for z in s0["fraction_Z"].values]
@@ -99,13 +134,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("job")
     ap.add_argument("--weight", default="gmz")
+    ap.add_argument("--all-features", action="store_true",
+                    help="chi2 / ndf of every network input of the study, not only the weight's own inputs")
+    ap.add_argument("--checks-only", action="store_true", help="the reweighting checks alone (no fit tables)")
     args = ap.parse_args()
-    plans = {k: plan_study(load_study(args.job, sets=sets)) for k, sets in VARIANTS.items()}
+    plans = {k: plan_study(load_study(args.job, sets=sets)) for k, sets in variants(args.weight).items()}
     r = plans["reweighted"].reweights[args.weight]
     info = StageRecord.read(r.folder, stage="reweight").info
-    print(f"Reweighting {info['source']} -> {info['target']}, blinded {info['blind']}\n")
+    print(f"Reweighting {info['source']} -> {info['target']}, blinded {info['blind']}, inputs {list(r.settings.inputs)}\n")
     print("\n".join(checks(info)) + "\n")
     print("\n".join(feature_rows(info)) + "\n")
+    if args.all_features:
+        print("\n".join(all_feature_rows(plans["nominal"], r)) + "\n")
+    if args.checks_only:
+        return
     results = {k: open_results(p.results) for k, p in plans.items()}
     summaries = {k: ds.mixture.summary() for k, ds in results.items()}
     study = plans["nominal"].study

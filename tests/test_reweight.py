@@ -430,12 +430,20 @@ def test_weights_move_only_their_stages_and_the_ratio_networks_that_model_the_we
     assert {k: m.address for k, m in drawn.models.items()} == {k: m.address for k, m in plain.models.items()}
     assert {k: t.address for k, t in drawn.templates.items()} == {k: t.address for k, t in plain.templates.items()}
     assert all(a.address != b.address for a, b in zip(drawn.cells, plain.cells))
-    # the network systematic would need the ratio networks trained once per reweighting network
+    # the network systematic trains the ratio network once more per reweighting network, with its weights;
+    # network m's ratio templates take that network (the classifier of nn stays the one)
     job = {**base, "templates": {"weights": {"H": "heavy"}, "weight_networks": "all"}}
-    with pytest.raises(ConfigError, match=r"and \['ratio'\]: their ratio networks train on the nominal"):
-        load_study(write_job(tmp_path, job, "d.yaml"))
-    load_study(write_job(tmp_path, {**base, "templates": {"weight_networks": "all"},
-                                    "toys": {**base["toys"], "weights": {"H": "heavy"}}}, "e.yaml"))
+    every = plan_study(load_study(write_job(tmp_path, job, "d.yaml")))
+    one = every.models["ratio:A:none:network1"]
+    assert one.weight_network == 1 and one.weights == weighted.models["ratio:A:none"].weights
+    assert every.models["ratio:A:none"].address == weighted.models["ratio:A:none"].address
+    assert every.network_templates[("ratio", "none", 1)].ratio_models == (("A", one.address, one.folder),)
+    assert every.network_templates[("nn", "none", 1)].model == weighted.models["none"].address
+    # toys-only weights: no weighted ratio network, so none per network either
+    toys_only = plan_study(load_study(write_job(tmp_path, {**base, "templates": {"weight_networks": "all"},
+                                                           "toys": {**base["toys"], "weights": {"H": "heavy"}}},
+                                                "e.yaml")))
+    assert set(toys_only.models) == set(plain.models)
 
 
 @pytest.mark.pythia
@@ -611,16 +619,18 @@ def test_every_reweighting_network_gets_its_templates_and_toys_the_network_choic
     tmp, _, out = reweighted
     weighted = {"weights": {"H": "heavy"}}
     nominal_job = tiny_job(tmp / "out", templates=weighted)
-    nominal_job["toys"] = {**nominal_job["toys"], **weighted}
+    nominal_job["toys"] = {**nominal_job["toys"], **weighted, "estimators": ["phi_star", "ratio"]}
     job = {**nominal_job, "templates": {**weighted, "weight_networks": "all"}}
     nominal = plan_study(load_study(write_job(tmp_path, nominal_job, "nominal.yaml")))
     study = load_study(write_job(tmp_path, job))
     plan = plan_study(study)
-    # network 0's templates and cells keep their addresses; network 1 adds its own of each
+    # network 0's templates and cells keep their addresses; network 1 adds its own of each, and its own
+    # ratio network, trained with its weights
     assert {k: t.address for k, t in plan.templates.items()} == {k: t.address for k, t in nominal.templates.items()}
     assert [c.address for c in plan.cells] == [c.address for c in nominal.cells]
-    assert set(plan.network_templates) == {("phi_star", "none", 1)}
-    assert [c.weight_network for c in plan.network_cells] == [1]
+    assert set(plan.network_templates) == {("phi_star", "none", 1), ("ratio", "none", 1)}
+    assert [c.weight_network for c in plan.network_cells] == [1, 1]
+    assert set(plan.models) - set(nominal.models) == {"ratio:A:none:network1"}
     assert "templates and toys again with reweighting network(s) 1" in plan.describe()
     got = run_in_process(study)
     assert got.skipped["reweight"] == 1
@@ -628,6 +638,14 @@ def test_every_reweighting_network_gets_its_templates_and_toys_the_network_choic
     t1 = StageRecord.read(plan.network_templates[("phi_star", "none", 1)].folder, stage="templates").info
     assert (t0["weights"]["H"]["network"], t1["weights"]["H"]["network"]) == (0, 1)
     assert t1["a"] != t0["a"]                       # network 1's weights move the weighted phi* fit
+    from hpcmix.store import EventStore, load_templates
+
+    net1 = plan.models["ratio:A:none:network1"]
+    assert StageRecord.read(net1.folder, stage="train").info["weights"]["H"]["network"] == 1
+    w1 = EventStore(plan.events).weights("H", "heavy", "template", network=1)
+    r1 = load_templates(plan.network_templates[("ratio", "none", 1)].folder)
+    np.testing.assert_array_equal(r1.node_weights[:r1.node_counts["H"]], w1[w1 > 0])
+    assert r1.norm != load_templates(plan.templates[("ratio", "none")].folder).norm
     ds = open_results(got.results_path)
     by = ds["alpha_hat_by_network"]
     assert list(by["reweight_network"].values) == [0, 1]

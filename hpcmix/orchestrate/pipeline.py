@@ -194,7 +194,7 @@ def plan_study(study: Study) -> StudyPlan:
                             reweights=reweights)
     network_templates, network_cells = {}, ()
     for m in range(1, templates_stage.weight_network_count(study)):
-        tm = {k: templates_stage.with_weight_network(t, m, root=os.path.join(out, "templates"))
+        tm = {k: templates_stage.with_weight_network(t, m, root=os.path.join(out, "templates"), models=models)
               for k, t in templates.items()}
         network_templates.update({(*k, m): t for k, t in tm.items()})
         network_cells += toys_stage.plan(study, tm, root=os.path.join(out, "toys"), events_path=events,

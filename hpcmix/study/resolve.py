@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from ..schema import ConfigError, Field, check_section, is_int, is_positive_number, is_str, optional
-from .model import (ESTIMATORS, LEARNED_RATIO_ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, WEIGHT_NETWORKS, AUCStudy, GenerateSettings, ParameterOfInterest,
+from .model import (ESTIMATORS, N_EVENTS_OF, RATIO_ESTIMATORS, SMEARED, SPLITS, TREATMENTS, WEIGHT_NETWORKS, AUCStudy, GenerateSettings, ParameterOfInterest,
                     RatioSettings,
                     SmearingSettings, Study, TemplateSettings, ToySettings, frozen_view)
 
@@ -377,13 +377,6 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     if tp["weight_networks"] == "all":
         # by name: templates and toys may weight one component with two different weights
         _check_weight_networks(set(tp["weights"].values()) | set(ty["weights"].values()), reweight, where=where)
-        learned = [e for e in ty["estimators"] if e in LEARNED_RATIO_ESTIMATORS]
-        if tp["weights"] and learned:
-            raise ConfigError(f"{where}: 'templates.weight_networks: all' with templates.weights and {learned}: "
-                              "their ratio networks train on the nominal reweighting network's weights, and "
-                              "varying the weights would need each trained again per network, which hpcmix does "
-                              "not do yet; drop those estimators, the template weights (toys.weights alone "
-                              "is fine), or weight_networks")
     return Study(
         name=name, description=t["description"] or "", source=source,
         output=t["output"] or os.path.join("hpcmix-output", name), seed=seed, components=components, poi=poi,

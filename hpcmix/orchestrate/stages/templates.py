@@ -134,12 +134,18 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str,
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
 
 
-def with_weight_network(t: Templates, network: int, *, root: str) -> Templates:
+def with_weight_network(t: Templates, network: int, *, root: str, models: Mapping[str, object]) -> Templates:
     """The item of ``t`` whose weighted components carry reweighting network ``network``'s weights (``t``
-    itself when no component is weighted: its templates do not depend on the network)."""
+    itself when no component is weighted: its templates do not depend on the network); its ratio
+    networks are those trained with the same network's weights (``models``: the train stage's by label)."""
+    from .train import ratio_label
+
     if not t.weights or network == t.weight_network:
         return t
-    t = replace(t, weight_network=int(network))
+    ratio_models = tuple((k, m.address, m.folder) for k, m in
+                         ((k, models.get(ratio_label(k, t.smearing, network)) or models[ratio_label(k, t.smearing)])
+                          for k, _, _ in t.ratio_models))
+    t = replace(t, weight_network=int(network), ratio_models=ratio_models)
     addr = address(NAME, VERSION, t.slice(), t.inputs)
     return replace(t, folder=os.path.join(root, addr), address=addr)
 

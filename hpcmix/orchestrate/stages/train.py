@@ -42,8 +42,10 @@ class Model:
     events: str                      # the event store's address
     loss: str | None = None          # a likelihood-ratio loss: a ratio network (output u ~ omega(p_1 / p_0))
     # a ratio network of a component templates.weights reweights trains on its weighted events:
-    # ((component, weight name, reweighting address), ...), network 0's weights (the nominal)
+    # ((component, weight name, reweighting address), ...), with reweighting network weight_network's
+    # weights (0, the nominal; templates.weight_networks = all adds one network per other one)
     weights: tuple[tuple[str, str, str], ...] = ()
+    weight_network: int = 0
 
     def slice(self) -> dict:
         out = {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.to_dict(),
@@ -59,18 +61,21 @@ class Model:
         out = {"events": self.events}
         if self.weights:   # unweighted networks keep their addresses
             out["weights"] = {c: a for c, _, a in self.weights}
+        if self.weight_network:   # the nominal reweighting network's keep theirs
+            out["weight_network"] = self.weight_network
         return out
 
 
 def model(study: Study, *, label: str, smearing: str, inputs: Sequence[str], settings: ClassifierSettings,
           events: str, root: str | None = None, folder: str | None = None,
           components: Sequence[str] | None = None, loss: str | None = None,
-          weights: Sequence[tuple[str, str, str]] = ()) -> Model:
+          weights: Sequence[tuple[str, str, str]] = (), weight_network: int = 0) -> Model:
     """The item for one classifier (of ``components``, default the pair), or with ``loss`` one ratio network
-    (``weights``: its weighted components); its folder is ``root/<address>`` unless given."""
+    (``weights``: its weighted components, with reweighting network ``weight_network``'s weights); its
+    folder is ``root/<address>`` unless given."""
     m = Model(label=label, smearing=smearing, inputs=tuple(inputs), settings=settings,
               components=tuple(components or study.pair), folder="", address="", events=events, loss=loss,
-              weights=tuple(weights))
+              weights=tuple(weights), weight_network=int(weight_network))
     addr = address(NAME, VERSION, m.slice(), m.inputs_addresses)
     return Model(**{**m.__dict__, "address": addr, "folder": folder or os.path.join(root, addr)})
 
@@ -79,8 +84,9 @@ def pairwise_label(component: str, smearing: str) -> str:
     return f"pairwise:{component}:{smearing}"
 
 
-def ratio_label(component: str, smearing: str) -> str:
-    return f"ratio:{component}:{smearing}"
+def ratio_label(component: str, smearing: str, weight_network: int = 0) -> str:
+    """``ratio:<k>:<smearing>``; trained with reweighting network m >= 1's weights: ``...:network<m>``."""
+    return f"ratio:{component}:{smearing}" + (f":network{weight_network}" if weight_network else "")
 
 
 def multiclass_label(smearing: str) -> str:
@@ -90,9 +96,13 @@ def multiclass_label(smearing: str) -> str:
 def plan(study: Study, *, events: str, root: str, reweights: Mapping[str, object] | None = None) -> dict[str, Model]:
     """The network estimators' classifiers per smearing variant (see the module) plus the AUC study's;
     ``reweights``: the reweighting stage's items by weight name (for templates.weights)."""
+    from .templates import weight_network_count
+
     models = {}
-    # the ratio networks model the densities the templates are of: weighted where templates.weights says
+    # the ratio networks model the densities the templates are of: weighted where templates.weights says,
+    # once per reweighting network under templates.weight_networks = all (the network-choice systematic)
     weighted = {c: (c, name, (reweights or {})[name].weights_address) for c, name in study.templates.weights.items()}
+    n_networks = weight_network_count(study)
     est = set(study.toys.estimators)
     for sm in study.smearing.variants:
         def one(label, components=None):
@@ -107,11 +117,13 @@ def plan(study: Study, *, events: str, root: str, reweights: Mapping[str, object
             one(multiclass_label(sm), study.fit_components)
         if est & set(LEARNED_RATIO_ESTIMATORS):
             for k in study.fit_components[1:]:   # r_k = p_k / p_ref, label 1 = k, label 0 the reference
-                models[ratio_label(k, sm)] = model(
-                    study, label=ratio_label(k, sm), smearing=sm, inputs=study.network_inputs,
-                    settings=study.ratio.classifier, events=events, root=root,
-                    components=(study.fit_components[0], k), loss=study.ratio.loss,
-                    weights=[weighted[c] for c in (study.fit_components[0], k) if c in weighted])
+                w = [weighted[c] for c in (study.fit_components[0], k) if c in weighted]
+                for net in range(n_networks if w else 1):
+                    models[ratio_label(k, sm, net)] = model(
+                        study, label=ratio_label(k, sm, net), smearing=sm, inputs=study.network_inputs,
+                        settings=study.ratio.classifier, events=events, root=root,
+                        components=(study.fit_components[0], k), loss=study.ratio.loss, weights=w,
+                        weight_network=net)
     if study.auc_study is not None:
         a = study.auc_study
         for label, inputs in a.sets:
@@ -140,8 +152,8 @@ def labelled_features(store, components: Sequence[str], split: str, *, smeared: 
 
 
 def _weighted_parts(store, m: Model, split: str) -> list[np.ndarray]:
-    """The stored weights (network 0) of ``m``'s weighted components' events in ``split``."""
-    return [store.weights(c, name, split, address=a) for c, name, a in m.weights]
+    """The stored weights (network ``m.weight_network``) of ``m``'s weighted components' events in ``split``."""
+    return [store.weights(c, name, split, address=a, network=m.weight_network) for c, name, a in m.weights]
 
 
 def _event_weights(store, m: Model, split: str) -> np.ndarray:
@@ -174,7 +186,7 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     if m.weights:   # what the weighted components trained on (weighted means in the closure)
         from ...stats.weights import effective_sample_size
 
-        info["weights"] = {c: {"name": name, "address": a, "network": 0, "split": "train",
+        info["weights"] = {c: {"name": name, "address": a, "network": m.weight_network, "split": "train",
                                "n_events": int(v.size), "effective_sample_size": effective_sample_size(v)}
                            for (c, name, a), v in zip(m.weights, _weighted_parts(store, m, "train"))}
     info["worker"] = worker_info()

@@ -180,6 +180,20 @@ def test_weights_that_move_a_component_move_its_calibrated_ratio():
     assert abs(unweighted["mean_inverse_r_on_component"] - 1) > 0.1   # the nominal Z events do not close
 
 
+def test_the_weighted_closure_error_is_the_spread_of_weighted_means():
+    """ratio_closure's weighted error, sqrt(n / (n - 1) sum w^2 (v - mean)^2) / sum w, against the spread
+    of the weighted mean over 3000 replicas of 200 events (skewed values, gamma-distributed weights)."""
+    from hpcmix.stats.ratios import ratio_closure
+
+    rng = np.random.default_rng(21)
+    v, w = rng.exponential(1.0, (3000, 200)), rng.gamma(1.5, 1.0, (3000, 200))
+    got = [ratio_closure(v[i], np.ones(200), w_ref=w[i]) for i in range(v.shape[0])]
+    means = np.array([g["mean_r_on_reference"] for g in got])
+    errors = np.array([g["mean_r_on_reference_err"] for g in got])
+    assert errors.mean() == pytest.approx(means.std(ddof=1), rel=0.04)
+    assert ratio_closure(v[0], np.ones(200), w_ref=np.r_[1.0, np.zeros(199)])["mean_r_on_reference"] == v[0, 0]
+
+
 def test_bad_outputs_are_named():
     good = np.full((5, 2), 0.5)
     with pytest.raises(ValueError, match=r"component 'A' must have shape \(n_events, 2\)"):

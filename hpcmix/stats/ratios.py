@@ -230,7 +230,9 @@ def _weighted_mean(v: np.ndarray, w: np.ndarray | None):
     """The mean over the first axis (the normalisations c); weighted: sum w v / sum w."""
     if w is None:
         return v.mean(axis=0)
-    return np.tensordot(w, v, axes=(0, 0)) / w.sum()
+    # numpy's own (pairwise) sum, not a BLAS product: the loaders compare the stored normalisation
+    # exactly, and BLAS rounding depends on the thread count and the CPU
+    return (w.reshape((-1,) + (1,) * (v.ndim - 1)) * v).sum(axis=0) / w.sum()
 
 
 # --------------------------------------------------------------------------- direct ratios (the ratio estimator)
@@ -253,6 +255,8 @@ def _mean_and_error(v: np.ndarray, w: np.ndarray | None) -> tuple[float, float]:
         raise ValueError(f"{w.size} weights for {v.size} events")
     mean = float((w * v).sum() / w.sum())
     n = int((w > 0).sum())
+    if n < 2:
+        return mean, float("nan")
     return mean, float(np.sqrt((w * w * (v - mean) ** 2).sum() * n / (n - 1)) / w.sum())
 
 
@@ -345,8 +349,9 @@ class DirectRatioTemplates(MixtureTemplates):
         """(u, p_A(u), p_H(u)) as histograms of u on the template events (for the figures only)."""
         n0 = self.node_counts[self.components[0]]
         edges = np.linspace(self.lo, self.hi, min(int(n_points), 64) + 1)
-        p_h = np.histogram(self.nodes[:n0], edges, density=True)[0]
-        p_a = np.histogram(self.nodes[n0:], edges, density=True)[0]
+        w = self.node_weights
+        p_h = np.histogram(self.nodes[:n0], edges, density=True, weights=None if w is None else w[:n0])[0]
+        p_a = np.histogram(self.nodes[n0:], edges, density=True, weights=None if w is None else w[n0:])[0]
         return 0.5 * (edges[1:] + edges[:-1]), p_a, p_h
 
     def closure(self, values: Mapping, weights: Mapping | None = None) -> dict:
@@ -447,11 +452,11 @@ class DirectRatioComponents(RatioComponents):
 
     def tabulate(self, n_points: int = 512):
         """Histograms of the first network's output u_1 on every component's template events (figures only)."""
-        u = self.nodes[:, 0]
+        u, w = self.nodes[:, 0], self.node_weights
         edges = np.linspace(u.min(), u.max(), min(int(n_points), 64) + 1)
         bounds = np.cumsum([0] + [self.node_counts[c] for c in self.components])
-        dens = np.stack([np.histogram(u[a:b], edges, density=True)[0] for a, b in zip(bounds[:-1], bounds[1:])],
-                        axis=-1)
+        dens = np.stack([np.histogram(u[a:b], edges, density=True, weights=None if w is None else w[a:b])[0]
+                         for a, b in zip(bounds[:-1], bounds[1:])], axis=-1)
         return 0.5 * (edges[1:] + edges[:-1]), dens
 
     def info(self) -> dict:

@@ -67,14 +67,17 @@ fractions (``fit_fractions`` gets them from ``support_nodes()``).
 kind ``ratio_components`` (K components, x = the K - 1 classifier outputs per event;
 ``hpcmix.stats.RatioComponents``): ``nodes`` (n, K - 1, the template events' outputs, all
 components pooled), ``node_counts`` (K,), and per non-reference component k the arrays of kind
-``kde_components`` of its output's calibration as ``cal_<k>__<key>``; ``support``. settings: the
+``kde_components`` of its output's calibration as ``cal_<k>__<key>``; ``support``; with weighted
+template events (templates.weights) also ``node_weights`` (n,), each node's event weight (1 for an
+unweighted component; weight-0 events are no nodes). settings: the
 KDE settings plus method (pairwise | multiclass | likelihood_ratio), reference, ratio_clip.
 
 kind ``direct_ratio`` (two components, x = the output u of a likelihood-ratio network;
 ``hpcmix.stats.DirectRatioTemplates``) and ``direct_ratio_components`` (K components, x = the
 K - 1 outputs; ``hpcmix.stats.DirectRatioComponents``): ``nodes`` (the template events' outputs,
 all components pooled: (n,) or (n, K - 1)), ``node_counts``, ``support``, the normalisation of
-the ratio(s) (``norm``, 0-d, or ``norms`` (K - 1,)); ``direct_ratio`` also ``positivity_limits``. settings: loss, omega (log | ratio), ratio_clip (and reference for K). No
+the ratio(s) (``norm``, 0-d, or ``norms`` (K - 1,): weighted means where the reference is
+weighted), ``node_weights`` as for ``ratio_components`` where weighted; ``direct_ratio`` also ``positivity_limits``. settings: loss, omega (log | ratio), ratio_clip (and reference for K). No
 density tables: r = omega^-1(u) is the network's.
 
 batch-NNNNN.npz (``TOY_BATCH_FORMAT`` = 1): one batch of fitted toys

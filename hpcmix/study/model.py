@@ -25,10 +25,6 @@ RATIO_ESTIMATORS = ("nn_multiclass", "nn_pairwise")
 #: estimators whose networks are trained with a likelihood-ratio loss (one per component but the
 #: reference, any K): ``ratio`` fits r = omega^-1(u) directly, ``ratio_calibrated`` after 1-D KDEs
 LEARNED_RATIO_ESTIMATORS = ("ratio", "ratio_calibrated")
-#: estimators whose templates take weighted events (templates.weights): the phi* fit, every KDE (the
-#: calibrations of the ratio estimators included), and ``ratio``, whose networks then train on the
-#: weighted events
-WEIGHTED_TEMPLATE_ESTIMATORS = ("phi_star", "nn") + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 #: estimators that use a trained network
 NETWORK_ESTIMATORS = ("nn",) + RATIO_ESTIMATORS + LEARNED_RATIO_ESTIMATORS
 SPLITS = ("train", "template", "test")
@@ -271,5 +267,5 @@ class Study:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["AUCStudy", "BlindedRegion", "ReweightSettings", "WEIGHTED_TEMPLATE_ESTIMATORS", "ESTIMATORS", "N_EVENTS_OF", "LEARNED_RATIO_ESTIMATORS", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "RatioSettings", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
+__all__ = ["AUCStudy", "BlindedRegion", "ReweightSettings", "ESTIMATORS", "N_EVENTS_OF", "LEARNED_RATIO_ESTIMATORS", "NETWORK_ESTIMATORS", "RATIO_ESTIMATORS", "RatioSettings", "GenerateSettings", "ParameterOfInterest", "SMEARED", "SPLITS",
            "SmearingSettings", "Study", "TREATMENTS", "TemplateSettings", "ToySettings", "frozen_view", "to_jsonable"]

@@ -373,7 +373,7 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
                               "they would be the same weights; give one of them, or make them differ")
         seen[key] = w.name
     for section in ("templates", "toys"):
-        _check_weight_uses(section, t[section]["weights"], components, reweight, ty["estimators"], where=where)
+        _check_weight_uses(section, t[section]["weights"], components, reweight, where=where)
     if tp["weight_networks"] == "all":
         # by name: templates and toys may weight one component with two different weights
         _check_weight_networks(set(tp["weights"].values()) | set(ty["weights"].values()), reweight, where=where)
@@ -398,11 +398,9 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
     )
 
 
-def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweight, estimators, *,
-                       where: str) -> None:
-    """templates.weights / toys.weights: each a component of the study and a weight of its own sample."""
-    from .model import WEIGHTED_TEMPLATE_ESTIMATORS
-
+def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweight, *, where: str) -> None:
+    """templates.weights / toys.weights: each a component of the study and a weight of its own sample
+    (every estimator's templates take weights)."""
     by_name = {w.name: w for w in reweight}
     for component, name in uses.items():
         field_ = f"'{section}.weights.{component}'"
@@ -416,12 +414,6 @@ def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweig
             raise ConfigError(f"{where}: {field_} asks for weight {name!r}, which weights the events of "
                               f"{by_name[name].source!r}, not of {component!r}; use a weight whose source is "
                               f"{component!r}")
-    if section == "templates" and uses:
-        bad = [e for e in estimators if e not in WEIGHTED_TEMPLATE_ESTIMATORS]
-        if bad:
-            raise ConfigError(f"{where}: 'templates.weights' weights template events, which the templates of "
-                              f"{bad} cannot take; weighted templates work for {list(WEIGHTED_TEMPLATE_ESTIMATORS)}: "
-                              "drop those estimators or the weights")
 
 
 def _check_weight_networks(uses: set[str], reweight, *, where: str) -> None:

@@ -41,8 +41,9 @@ NAME = "reweight"
 #: bump when what the stage computes changes (the training set, the weights, the summary)
 VERSION = 1
 #: bump when the summary's checks change (only the record's address moves: no network or weight is redone;
-#: 2: per-feature histograms and chi2 / ndf in the control and blinded regions)
-SUMMARY_VERSION = 2
+#: 2: per-feature histograms and chi2 / ndf in the control and blinded regions; 3: bins that ties
+#: leave below FEATURE_MIN_PER_BIN merged into their neighbours)
+SUMMARY_VERSION = 3
 #: the fresh two-sample-test networks take the weight's seed plus this (never a reweighting network's)
 TWO_SAMPLE_SEED_OFFSET = 1000
 #: fewest training events per sample once the blinded region is removed

@@ -101,7 +101,10 @@ def plan(study: Study, *, events: str, root: str, reweights: Mapping[str, object
     models = {}
     # the ratio networks model the densities the templates are of: weighted where templates.weights says,
     # once per reweighting network under templates.weight_networks = all (the network-choice systematic)
-    weighted = {c: (c, name, (reweights or {})[name].weights_address) for c, name in study.templates.weights.items()}
+    if study.templates.weights and reweights is None:
+        raise ValueError("templates.weights reweights the ratio networks' events: give the reweighting stage's "
+                         "items (reweights=) to plan them")
+    weighted = {c: (c, name, reweights[name].weights_address) for c, name in study.templates.weights.items()}
     n_networks = weight_network_count(study)
     est = set(study.toys.estimators)
     for sm in study.smearing.variants:
@@ -156,9 +159,10 @@ def _weighted_parts(store, m: Model, split: str) -> list[np.ndarray]:
     return [store.weights(c, name, split, address=a, network=m.weight_network) for c, name, a in m.weights]
 
 
-def _event_weights(store, m: Model, split: str) -> np.ndarray:
-    """One weight per event of ``labelled_features`` (1 for the events of an unweighted component)."""
-    parts = dict(zip((c for c, _, _ in m.weights), _weighted_parts(store, m, split)))
+def _event_weights(store, m: Model, split: str, parts: Sequence[np.ndarray] | None = None) -> np.ndarray:
+    """One weight per event of ``labelled_features`` (1 for the events of an unweighted component);
+    ``parts``: the weighted components' weights in ``split`` when already read."""
+    parts = dict(zip((c for c, _, _ in m.weights), parts if parts is not None else _weighted_parts(store, m, split)))
     start, stop = store.layout.split_ranges()[split]   # every component has the split's events
     return np.concatenate([parts.get(c, np.ones(stop - start)) for c in m.components])
 
@@ -173,7 +177,8 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
     smeared = SMEARED[m.smearing]
     x, y = labelled_features(store, m.components, "train", smeared=smeared, names=m.inputs)
     x_test, y_test = labelled_features(store, m.components, "test", smeared=smeared, names=m.inputs)
-    w, w_test = (_event_weights(store, m, "train"), _event_weights(store, m, "test")) if m.weights else (None, None)
+    parts = _weighted_parts(store, m, "train") if m.weights else []
+    w, w_test = (_event_weights(store, m, "train", parts), _event_weights(store, m, "test")) if m.weights else (None, None)
     result = train_classifier(x, y, feature_names=list(m.inputs), out_dir=m.folder, settings=m.settings,
                               x_test=x_test, y_test=y_test, progress=progress, class_names=m.components, loss=m.loss,
                               weights=w, test_weights=w_test)
@@ -188,7 +193,7 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
 
         info["weights"] = {c: {"name": name, "address": a, "network": m.weight_network, "split": "train",
                                "n_events": int(v.size), "effective_sample_size": effective_sample_size(v)}
-                           for (c, name, a), v in zip(m.weights, _weighted_parts(store, m, "train"))}
+                           for (c, name, a), v in zip(m.weights, parts)}
     info["worker"] = worker_info()
     if info["worker"]["slurm_job_id"]:
         # what SLURM itself says this job holds (scontrol), not what we asked for

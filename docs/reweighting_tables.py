@@ -83,33 +83,29 @@ def feature_rows(info) -> list[str]:
 
 def all_feature_rows(plan, r) -> list[str]:
     """chi2 / ndf before and after for every network input of the study (not only the weight's own
-    inputs, which its record holds), from the stored network-0 weights of the test split."""
+    inputs, which its record holds): the stage's own per-feature checks, on all inputs, from the stored
+    network-0 weights of the test split."""
+    import dataclasses
+
     import numpy as np
 
-    from hpcmix.orchestrate.stages.reweight import FEATURE_MIN_PER_BIN, blinded
-    from hpcmix.stats.weights import feature_comparison
+    from hpcmix.orchestrate.stages.reweight import _feature_checks, blinded
     from hpcmix.store import EventStore
-    from hpcmix.study.model import SMEARED
 
     w, store = r.settings, EventStore(plan.events)
-    names = list(plan.study.network_inputs)
-    smeared = SMEARED[w.smearing]
-    xs = store.features(w.source, "test", smeared=smeared, names=names)
-    xt = store.features(w.target, "test", smeared=smeared, names=names)
+    every = dataclasses.replace(w, inputs=tuple(plan.study.network_inputs))
     weights = store.weights(w.source, r.name, "test", address=r.weights_address)
-    ins, int_ = blinded(store, w, w.source, "test"), blinded(store, w, w.target, "test")
-    regions = {"control": (~ins, ~int_), "blinded": (ins, int_)} if w.blind else {"all": (ins | True, int_ | True)}
-    rows = {n: {reg: feature_comparison(xs[a, j], weights[a], xt[b, j], min_per_bin=FEATURE_MIN_PER_BIN)
-                for reg, (a, b) in regions.items()} for j, n in enumerate(names)}
-    first = next(iter(regions))
+    rows = _feature_checks(store, every, weights, blinded(store, w, w.source, "test"), blinded(store, w, w.target, "test"))
+    rows = {n: rows[n] for n in every.inputs}     # the blinded feature is an input here
+    regions = [reg for reg in ("control", "blinded", "all") if reg in next(iter(rows.values()))]
     lines = ["| feature | input | " + " | ".join(f"{reg}: before | after" for reg in regions) + " |",
              "|---|---|" + "---|---|" * len(regions)]
-    for n, by in sorted(rows.items(), key=lambda kv: -kv[1][first]["before"]["chi2_per_ndf"]):
+    for n, by in sorted(rows.items(), key=lambda kv: -kv[1][regions[0]]["before"]["chi2_per_ndf"]):
         cells = [f"{by[reg][k]['chi2_per_ndf']:.2f}" for reg in regions for k in ("before", "after")]
         lines.append(f"| {n} | {'yes' if n in w.inputs else 'no'} | " + " | ".join(cells) + " |")
     mean = {reg: (np.mean([by[reg]["before"]["chi2_per_ndf"] for by in rows.values()]),
                   np.mean([by[reg]["after"]["chi2_per_ndf"] for by in rows.values()])) for reg in regions}
-    lines.append("\n(mean over the " + str(len(names)) + " inputs: "
+    lines.append("\n(mean over the " + str(len(rows)) + " inputs: "
                  + "; ".join(f"{reg} {b:.2f} -> {a:.2f}" for reg, (b, a) in mean.items()) + ")")
     return lines
 

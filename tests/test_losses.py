@@ -112,6 +112,14 @@ def test_ratio_network_refuses_the_wrong_loader_and_bad_input(tmp_path):
                          progress=False)
     with pytest.raises(ValueError, match="unknown likelihood-ratio loss"):
         train_classifier(x, y, feature_names=["a", "b"], out_dir=tmp_path, settings=s, loss="nope", progress=False)
+    # test weights of the wrong length, or without test events, are refused before any training
+    with pytest.raises(ValueError, match="3 test weights for 600 test events"):
+        train_classifier(x, y, feature_names=["a", "b"], out_dir=tmp_path / "w", settings=s, loss="kl",
+                         x_test=x, y_test=y, test_weights=np.ones(3), progress=False)
+    with pytest.raises(ValueError, match="give x_test and y_test too"):
+        train_classifier(x, y, feature_names=["a", "b"], out_dir=tmp_path / "w", settings=s, loss="kl",
+                         test_weights=np.ones(len(y)), progress=False)
+    assert not (tmp_path / "w").exists()
     train_classifier(x, y, feature_names=["a", "b"], out_dir=tmp_path / "r", settings=s, loss="kl", progress=False)
     with pytest.raises(ValueError, match="load_ratio_network"):
         load_classifier(tmp_path / "r")

@@ -67,29 +67,28 @@ class RatioComponents(ComponentTemplates):
         names = _names(values)
         if method not in RATIO_METHODS:
             raise ValueError(f"method must be one of {list(RATIO_METHODS)}, got {method!r}")
-        weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(names))
-        if unknown:
-            raise ValueError(f"weights given for {unknown}, which are not components of {list(names)}")
         m = len(names) - 1
-        y, w = {}, {}
+        arrays = []
         for c in names:
             arr = np.asarray(values[c], dtype=float)
             if arr.ndim != 2 or arr.shape[1] != m:
                 raise ValueError(f"outputs of component {c!r} must have shape (n_events, {m}) (one column per "
                                  f"component but the reference {names[0]!r}), got {arr.shape}")
-            if c in weights:   # weight-0 events are no part of the reweighted component: no node, no kernel
-                w[c] = check_weights(weights[c], arr.shape[0], f"events of component {c!r}")
-                arr, w[c] = arr[w[c] > 0], w[c][w[c] > 0]
-            y[c] = arr
+            arrays.append(arr)
+        # weight-0 events are no part of a reweighted component: no node, no kernel
+        arrays, node_weights = _positive(names, arrays, weights)
+        y = dict(zip(names, arrays))
+        bounds = np.cumsum([0] + [a.shape[0] for a in arrays])
+        w = ({} if node_weights is None else
+             {c: node_weights[a:b] for c, a, b in zip(names, bounds[:-1], bounds[1:]) if c in (weights or {})})
         self.components = names
         self.calibrations = {k: KDEComponents({c: y[c][:, j] for c in names}, weights=w or None, **kde)
                              for j, k in enumerate(names[1:])}
         settings = next(iter(self.calibrations.values())).settings   # the same for every output
-        self.nodes = np.concatenate([y[c] for c in names])
+        self.nodes = np.concatenate(arrays)
         self.node_counts = {c: int(y[c].shape[0]) for c in names}
         # per node: its event's weight (1 for an unweighted component); None when no component is weighted
-        self.node_weights = (np.concatenate([w.get(c, np.ones(y[c].shape[0])) for c in names]) if w else None)
+        self.node_weights = node_weights
         self.settings = {**settings, "method": method, "reference": names[0], "ratio_clip": RATIO_CLIP}
         self._cache = {}
 

@@ -231,6 +231,9 @@ def train_classifier(
         raise ValueError("event weights are used by the likelihood-ratio losses only; give loss=... or no weights")
     if test_weights is not None and x_test is None:
         raise ValueError("test_weights weight the test events: give x_test and y_test too")
+    wt = None if test_weights is None else np.asarray(test_weights, dtype=float).reshape(-1)
+    if wt is not None and wt.shape != np.shape(y_test):
+        raise ValueError(f"{wt.size} test weights for {np.size(y_test)} test events")
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
     out_dir = os.fspath(out_dir)
@@ -308,9 +311,6 @@ def train_classifier(
     if pair is None:
         closure = None
     elif n_test:
-        wt = None if test_weights is None else np.asarray(test_weights, dtype=float).reshape(-1)
-        if wt is not None and wt.shape != y_test.shape:
-            raise ValueError(f"{wt.size} test weights for {y_test.size} test events")
         closure = _closure(pair, p_test[:, 0], y_test, wt)
     else:   # the events' own weights (not the class-balanced ones of the loss)
         closure = _closure(pair, p_val[:, 0], y_val, None if weights is None else w[val_idx])

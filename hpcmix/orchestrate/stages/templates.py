@@ -114,7 +114,7 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str,
     ``reweights``: the reweighting stage's items by weight name (for templates.weights)."""
     from .train import multiclass_label, pairwise_label, ratio_label
 
-    weights = tuple((c, name, reweights[name].weights_address) for c, name in study.templates.weights.items())
+    weights = template_weights(study, reweights)
 
     def one(est, sm):
         m = {"nn": models.get(sm), "nn_pairwise": models.get(sm),
@@ -132,6 +132,14 @@ def plan(study: Study, *, events: str, models: Mapping[str, object], root: str,
                     ratio_models=ratio_models, weights=weights)
 
     return {(est, sm): one(est, sm) for est in study.toys.estimators for sm in study.smearing.variants}
+
+
+def template_weights(study: Study, reweights: Mapping[str, object] | None) -> tuple[tuple[str, str, str], ...]:
+    """templates.weights as ((component, weight name, reweighting address), ...): what weighted templates
+    (and the ratio networks of weighted components) take; ``reweights``: the reweighting stage's items."""
+    if study.templates.weights and reweights is None:
+        raise ValueError("templates.weights names stored weights: give the reweighting stage's items (reweights=)")
+    return tuple((c, name, reweights[name].weights_address) for c, name in study.templates.weights.items())
 
 
 def with_weight_network(t: Templates, network: int, *, root: str, models: Mapping[str, object]) -> Templates:

@@ -96,15 +96,12 @@ def multiclass_label(smearing: str) -> str:
 def plan(study: Study, *, events: str, root: str, reweights: Mapping[str, object] | None = None) -> dict[str, Model]:
     """The network estimators' classifiers per smearing variant (see the module) plus the AUC study's;
     ``reweights``: the reweighting stage's items by weight name (for templates.weights)."""
-    from .templates import weight_network_count
+    from .templates import template_weights, weight_network_count
 
     models = {}
     # the ratio networks model the densities the templates are of: weighted where templates.weights says,
     # once per reweighting network under templates.weight_networks = all (the network-choice systematic)
-    if study.templates.weights and reweights is None:
-        raise ValueError("templates.weights reweights the ratio networks' events: give the reweighting stage's "
-                         "items (reweights=) to plan them")
-    weighted = {c: (c, name, reweights[name].weights_address) for c, name in study.templates.weights.items()}
+    weighted = {item[0]: item for item in template_weights(study, reweights)}
     n_networks = weight_network_count(study)
     est = set(study.toys.estimators)
     for sm in study.smearing.variants:

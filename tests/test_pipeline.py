@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -90,6 +91,25 @@ def test_local_run_produces_the_results_table(local_run):
 
 @pytest.mark.pythia
 @pytest.mark.tensorflow
+def test_status_of_a_finished_run_has_every_stage_done(local_run):
+    _, job, outcome = local_run
+    st = subprocess.run([sys.executable, "-m", "hpcmix", "status", job.output, "--json"],
+                        capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0, st.stdout + st.stderr
+    st = json.loads(st.stdout)
+    assert st["run_state"] == "finished" and st["run"]["error"] is None and st["live"] is None
+    plan = outcome.plan
+    assert {k: v["state"] for k, v in st["stages"].items()} == dict.fromkeys(
+        ("generate", "train", "templates", "toys", "results", "report"), "done")
+    assert st["stages"]["generate"]["summary"] == f"{plan.generation.layout.n_chunks * 2}/" \
+                                                  f"{plan.generation.layout.n_chunks * 2} chunks"
+    n_batches = sum(len(c.batches) for c in plan.cells)
+    assert st["stages"]["toys"]["summary"].startswith(f"{n_batches}/{n_batches} batches")
+    assert {i["address"] for i in st["stages"]["toys"]["items"]} == {c.address for c in plan.cells}
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
 def test_rerun_skips_everything_and_a_changed_toy_setting_redoes_only_toys(local_run):
     tmp, job, first = local_run
     again = run_study(job, site=_local_site(), progress=False, echo=_quiet)
@@ -162,6 +182,18 @@ def test_client_interrupted_resumes_with_identical_results(tmp_path, local_run, 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     before = _completed(plan)
+    # what `hpcmix status` says of the killed run, from its files alone
+    st = subprocess.run([sys.executable, "-m", "hpcmix", "status", os.path.join(tmp_path, "out"), "--json"],
+                        capture_output=True, text=True, timeout=120)
+    assert st.returncode == 0, st.stdout + st.stderr
+    st = json.loads(st.stdout)
+    assert st["run_state"] == ("interrupted" if how == signal.SIGINT else "stopped"), st["run"]
+    stages = st["stages"]
+    assert sum(i["done"] for i in stages["generate"]["items"]) == before["generate"]
+    assert sum(i["done"] for i in stages["toys"]["items"]) == before["toys"]
+    assert sum(i["done"] for i in stages["train"]["items"]) == before["train"]
+    assert stages["results"]["state"] == "missing" and stages["report"]["state"] == "missing"
+    assert stages[stage]["state"] != "done"   # the stage the run was killed in
     rerun = subprocess.run([sys.executable, "-m", "hpcmix", "run", job_file, "--no-progress"],
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

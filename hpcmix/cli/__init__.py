@@ -94,7 +94,7 @@ def _register_optional() -> None:
     import importlib
 
     for module, name in (("reweight", "reweight"), ("train", "train"), ("templates", "templates"), ("toys", "toys"),
-                         ("report", "report")):
+                         ("report", "report"), ("status", "status"), ("export", "export")):
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ImportError:  # pragma: no cover - a stage under construction

@@ -50,3 +50,28 @@ def output_lock(folder: str, *, what: str = "hpcmix run"):
         yield path
     finally:
         os.close(fd)  # closing the descriptor drops the flock
+
+
+def holder(folder: str) -> dict | None:
+    """Who holds the output lock of ``folder`` now ({what, pid, host, started}), or None when no one does.
+
+    Probes with a shared, non-blocking flock that is let go at once: a run starting in that instant
+    of a microsecond would be told the folder is in use, and can simply be started again.
+    """
+    path = os.path.join(folder, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(os.pread(fd, 4096, 0).decode(errors="replace") or "{}")
+            except ValueError:
+                return {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

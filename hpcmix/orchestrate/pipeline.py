@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import HpcmixError, TaskFailedError
 from ..generate.run import GenerationPlan, plan_generation
 from ..study.model import LEARNED_RATIO_ESTIMATORS, Study
-from . import stages
+from . import runlog, stages
 from .lock import output_lock
 from .record import StageRecord, is_done
 from .stages import reweight as reweight_stage
@@ -240,20 +240,29 @@ def run_study(study: Study, *, site=None, executor=None, progress: bool = True,
 
     plan = plan_study(study)
     check_disk_space(plan)
-    with output_lock(study.output, what=f"hpcmix run {study.source}"):
-        # refuse a store made with other settings before any cluster starts
-        EventStore.create(plan.events, plan.generation.layout)
-        own = executor is None
-        if own:
-            executor = site_executor(site)
+    command = f"hpcmix {'reweight' if until == 'reweight' else 'run'} {study.source}"
+    with output_lock(study.output, what=command):
+        # the plan, and later how the run ended, for 'hpcmix status' (orchestrate/runlog.py)
+        log = runlog.start(plan, command=command, until=until)
         try:
-            echo(executor.describe())
-            for line in executor.dashboard_lines():
-                echo(line)
-            return _run_stages(plan, executor, progress, echo, until=until)
-        finally:
+            # refuse a store made with other settings before any cluster starts
+            EventStore.create(plan.events, plan.generation.layout)
+            own = executor is None
             if own:
-                executor.close()
+                executor = site_executor(site)
+            try:
+                echo(executor.describe())
+                for line in executor.dashboard_lines():
+                    echo(line)
+                outcome = _run_stages(plan, executor, progress, echo, until=until)
+            finally:
+                if own:
+                    executor.close()
+        except BaseException as err:
+            runlog.end(log, err)
+            raise
+        runlog.end(log)
+        return outcome
 
 
 class ReweightPlanError(HpcmixError, ValueError):

@@ -7,7 +7,9 @@ controller, unless ``HPCMIX_REQUIRE_SLURM=1`` (CI), where they fail instead.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -271,6 +273,92 @@ def test_slurm_job_script_from_site(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# TLS: a scheduler no other user can reach (SLURMCluster's scheduler runs here,
+# in the client's process, so these need no SLURM daemons)
+# --------------------------------------------------------------------------
+def _refused(address, security=None) -> bool:
+    from distributed import Client
+
+    try:
+        client = Client(address, security=security, timeout="3s")
+    except (OSError, TimeoutError):
+        return True
+    client.close()
+    return False
+
+
+def _port_open(host, port) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def test_slurm_pools_speak_tls_and_refuse_plain_tcp(tmp_path):
+    import stat
+    from urllib.parse import urlsplit
+
+    from hpcmix.orchestrate.executor import OnPools
+
+    from distributed.security import Security
+
+    tls = tmp_path / "tls"
+    with make_clusters("ci-slurm", cpu={"minimum_jobs": 0, "log_directory": str(tmp_path), "tls_directory": str(tls)},
+                       gpu=False, wait=False, preflight=False) as pools:
+        address = pools.cpu.cluster.scheduler_address
+        assert address.startswith("tls://")
+        # the workers' certificate and key, written where their jobs read them, for this user only
+        script = pools.cpu.cluster.job_script()
+        files = {flag: script.split(flag, 1)[1].split()[0] for flag in ("--tls-ca-file", "--tls-cert", "--tls-key")}
+        for path in files.values():
+            assert os.path.dirname(path) == str(tls) and os.path.exists(path)
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+        assert stat.S_IMODE(os.stat(tls).st_mode) == 0o700
+        assert pools.cpu.client.scheduler_info()["address"] == address   # the pool's own client gets in
+        assert _refused(address.replace("tls://", "tcp://"))             # a plain-TCP client does not
+        assert _refused(address, Security.temporary())                   # nor one with another CA's certificate
+        # the dashboard (no authentication of its own) listens on the login node's localhost only ...
+        link = urlsplit(pools.cpu.dashboard_link)
+        assert _port_open("127.0.0.1", link.port)
+        if not ipaddress.ip_address(socket.gethostbyname(link.hostname)).is_loopback:   # the node's own address
+            assert not _port_open(link.hostname, link.port)
+        # ... and hpcmix run prints the tunnel to it
+        (line,) = OnPools(pools).dashboard_lines()
+        assert f"ssh -N -L {link.port}:localhost:{link.port} " in line
+    assert not any(os.path.exists(p) for p in files.values())            # removed with the cluster
+
+
+def test_tls_can_be_turned_off(tmp_path):
+    with make_clusters("ci-slurm", cpu={"minimum_jobs": 0, "log_directory": str(tmp_path), "tls": False},
+                       gpu=False, wait=False, preflight=False) as pools:
+        assert pools.cpu.cluster.scheduler_address.startswith("tcp://")
+        assert "--tls-key" not in pools.cpu.cluster.job_script()
+
+
+def test_an_unusable_tls_directory_is_a_clear_error(tmp_path):
+    from hpcmix.orchestrate.security import TLSSetupError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(TLSSetupError) as ei:   # (a file where a folder should be: refused even as root)
+        make_clusters("ci-slurm", cpu={"minimum_jobs": 0, "log_directory": str(tmp_path),
+                                       "tls_directory": str(blocker / "tls")}, gpu=False, wait=False, preflight=False)
+    msg = str(ei.value)
+    assert f"{blocker / 'tls'}" in msg and "is not usable" in msg and "site 'ci-slurm'" in msg
+    assert "tls_directory" in msg and "tls: false" in msg
+
+
+def test_the_dashboard_on_localhost_gets_an_ssh_tunnel_line():
+    from hpcmix.orchestrate.security import dashboard_is_local, tunnel_command
+
+    assert dashboard_is_local("localhost:8787") and dashboard_is_local("127.0.0.1:0")
+    assert not dashboard_is_local(":8787") and not dashboard_is_local("0.0.0.0:8787")
+    line = tunnel_command("localhost:0", "http://10.1.2.3:40123/status", host="login1.example.org")
+    assert line.startswith("ssh -N -L 40123:localhost:40123 login1.example.org")
+    assert "http://localhost:40123/status" in line
+    assert tunnel_command(":8787", "http://10.1.2.3:8787/status") is None
+
+
+# --------------------------------------------------------------------------
 # LocalCluster pools
 # --------------------------------------------------------------------------
 def test_local_pools_round_trip():
@@ -358,6 +446,26 @@ def test_slurm_gpu_worker_holds_gres_gpu(ci_pools):
     assert cpu_gres["gpus"] == 0 and cpu_gres["partition"] == "debug", cpu_gres["raw"]
     info = ci_pools.gpu.client.submit(worker_info, pure=False).result(timeout=120)
     assert "CUDA_VISIBLE_DEVICES" in info["env"]  # set by SLURM for the gres
+
+
+@pytest.mark.slurm
+@pytest.mark.tensorflow
+def test_slurm_gpu_job_whose_gpu_tensorflow_cannot_see_warns_or_stops(ci_pools):
+    """The CI GPU is a stand-in (gres on /dev/null): SLURM allocates it, TensorFlow sees none."""
+    from hpcmix.train.device import GPUNotVisibleError, check_training_device
+
+    # the ci-slurm site says gpu_check: warn; it reaches the job's environment, the check reports and goes on
+    report = ci_pools.gpu.client.submit(check_training_device, pure=False).result(timeout=180)
+    assert report["policy"] == "warn" and report["allocated"] and report["sees"] == "CPU"
+    assert report["mismatch"] is True and report["backend"] == "tensorflow"
+    # a real site's default, 'error': stop before training, naming the install
+    with pytest.raises(GPUNotVisibleError) as ei:
+        ci_pools.gpu.client.submit(check_training_device, "error", pure=False).result(timeout=180)
+    msg = str(ei.value)
+    assert f"SLURM gave this job GPU {report['allocated']}" in msg and "tensorflow[and-cuda]" in msg
+    assert "LD_LIBRARY_PATH" in msg and "gpu_check: warn" in msg
+    # the CPU pool's job holds no GPU: nothing to check
+    assert ci_pools.cpu.client.submit(check_training_device, "error", pure=False).result(timeout=180)["mismatch"] is False
 
 
 @pytest.mark.slurm

@@ -215,7 +215,13 @@ def test_slurm_run_generates_on_cpu_jobs_and_trains_on_the_gpu_job(tmp_path, slu
     from hpcmix.orchestrate.record import StageRecord
 
     job = load_study(_job_file(tmp_path))
-    outcome = run_study(job, site="ci-slurm", progress=False, echo=_quiet)
+    said = []
+    outcome = run_study(job, site="ci-slurm", progress=False, echo=said.append)
+    # both pools' schedulers speak TLS (the workers in the SLURM jobs connected with their certificates),
+    # and the dashboards are on localhost, with the ssh tunnel printed
+    said = "\n".join(map(str, said))
+    assert re.search(r"cpu: SLURMCluster .*scheduler tls://", said) and re.search(r"gpu: SLURMCluster .*scheduler tls://", said)
+    assert len(re.findall(r"reach it with: ssh -N -L (\d+):localhost:\1 ", said)) == 2, said
     assert outcome.slurm_jobs["generate"], "generation tasks must run in SLURM jobs"
     assert outcome.slurm_jobs["toys"], "toy tasks must run in SLURM jobs"
     for smearing, record in outcome.training.items():
@@ -225,6 +231,8 @@ def test_slurm_run_generates_on_cpu_jobs_and_trains_on_the_gpu_job(tmp_path, slu
         assert gres["gpus"] == 1 and gres["partition"] == "gpu", (smearing, gres)
         assert info["worker"]["slurm_job_id"] not in outcome.slurm_jobs["generate"]
         assert info["worker"]["slurm_job_id"] in outcome.slurm_jobs["train"]
+        # the stand-in GPU: allocated, invisible to TensorFlow, and the site says warn (recorded, not hidden)
+        assert info["gpu_check"]["mismatch"] is True and info["gpu_check"]["policy"] == "warn", info["gpu_check"]
     ds = xr.open_zarr(outcome.results_path, consolidated=False)
     assert np.isfinite(ds.alpha_hat.values).all() and "nn, detector" in outcome.table
 

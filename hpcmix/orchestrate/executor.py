@@ -103,7 +103,19 @@ class OnPools(_Mapping):
         return self.pools.describe()
 
     def dashboard_lines(self) -> list[str]:
-        return [f"Dask dashboard ({p.name} pool): {p.dashboard_link}" for p in self.pools.pools() if p.dashboard_link]
+        """Where each pool's dashboard is; for a SLURM pool's dashboard on the login node's localhost
+        (the default), the ssh tunnel to it."""
+        from .security import tunnel_command
+
+        lines = []
+        for p in self.pools.pools():
+            link = p.dashboard_link
+            tunnel = tunnel_command(p.settings.get("dashboard_address"), link) if p.site.kind == "slurm" else None
+            if tunnel:
+                lines.append(f"Dask dashboard ({p.name} pool), on this node's localhost only; reach it with: {tunnel}")
+            elif link:
+                lines.append(f"Dask dashboard ({p.name} pool): {link}")
+        return lines
 
     def close(self) -> None:
         if self._own:

@@ -6,13 +6,17 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..schema import is_positive_number as _is_number
 from .errors import ClusterStartError, JobSubmissionError, WorkerTimeoutError
+from ..train.device import GPU_CHECK_ENV
+from .security import dashboard_is_local, pool_security, remove_worker_certificates
 from .sites import POOL_NAMES, SiteConfig, load_site
 from .slurm import (
     JobTracker,
@@ -79,9 +83,13 @@ class Pool:
         else:
             where = (f"{len(self.cluster.worker_spec)} workers x "
                      f"{s['threads_per_worker']} thread(s)")
+        link = self.dashboard_link
+        if link and self.site.kind == "slurm" and dashboard_is_local(s.get("dashboard_address")):
+            # bound to the login node's localhost: the link's host would not answer (the tunnel is printed)
+            link = f"localhost:{urlsplit(link).port} on {socket.gethostname()}"
+        tls = "" if self.site.kind != "slurm" else ("; TLS" if s.get("tls") else "; plain TCP (tls: false)")
         return (f"{self.name}: {cls} ({where}); {self.n_workers()} worker(s) connected; "
-                f"scheduler {self.cluster.scheduler_address}; dashboard "
-                f"{self.dashboard_link or '(none)'}")
+                f"scheduler {self.cluster.scheduler_address}{tls}; dashboard {link or '(none)'}")
 
     # -- waiting -----------------------------------------------------------
     def wait_for_workers(self, n: int | None = None, timeout: float | None = None) -> None:
@@ -143,7 +151,10 @@ class Pool:
         """Close the client, then the cluster (cancels SLURM jobs)."""
         with contextlib.suppress(Exception):
             self.client.close()
-        self.cluster.close()
+        try:
+            self.cluster.close()
+        finally:
+            remove_worker_certificates(self.cluster)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +248,8 @@ def _make_slurm_pool(site: SiteConfig, name: str, s: Mapping[str, Any], *, prefl
         job_extra_directives=directives,
         job_directives_skip=list(s["job_directives_skip"]),
         worker_extra_args=worker_args,
-        job_script_prologue=list(s["job_script_prologue"]),
+        # the site's gpu_check reaches the training code in the job's environment (train/device.py)
+        job_script_prologue=list(s["job_script_prologue"]) + [f"export {GPU_CHECK_ENV}={s['gpu_check']}"],
         local_directory=s["local_directory"],
         interface=s["interface"],
         log_directory=s["log_directory"],
@@ -245,6 +257,8 @@ def _make_slurm_pool(site: SiteConfig, name: str, s: Mapping[str, Any], *, prefl
         death_timeout=s["death_timeout"],
         python=site.python,
         scheduler_options={"dashboard_address": s["dashboard_address"]},
+        # TLS by default: no one else on the login node can use the scheduler (orchestrate/security.py)
+        **pool_security(s, where=_where(site, name)),
     )
     cluster = SLURMCluster(**kwargs)
     client = None
@@ -256,7 +270,10 @@ def _make_slurm_pool(site: SiteConfig, name: str, s: Mapping[str, Any], *, prefl
     except BaseException:
         if client is not None:
             client.close()
-        cluster.close()
+        try:
+            cluster.close()
+        finally:
+            remove_worker_certificates(cluster)
         raise
     return Pool(name=name, site=site, cluster=cluster, client=client,
                 settings=MappingProxyType(s), _tracker=tracker)

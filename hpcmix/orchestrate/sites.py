@@ -107,8 +107,9 @@ LOCAL_POOL_FIELDS: dict[str, Field] = {
                        "LocalCluster(processes=): workers in their own processes"),
     "local_directory": Field(_opt(_is_str), "a directory path or null", None,
                              "worker scratch/spill directory"),
-    "dashboard_address": Field(_opt(_is_str), "an address like ':8787' (':0' = any free port) or null",
-                               None, "scheduler dashboard; default ':8787' (cpu), ':0' (gpu)"),
+    "dashboard_address": Field(_opt(_is_str), "an address like 'localhost:8787' (port 0 = any free port) or null",
+                               None, "scheduler dashboard; default 'localhost:8787' (cpu), 'localhost:0' (gpu): this "
+                               "machine only; ':8787' listens on every interface"),
     "wait_timeout": Field(_is_number, "a number of seconds > 0", 60,
                           "how long make_clusters waits for the workers"),
 }
@@ -158,8 +159,18 @@ SLURM_POOL_FIELDS: dict[str, Field] = {
                       "#SBATCH -J; default hpcmix-<pool>"),
     "death_timeout": Field(_is_number, "a number of seconds > 0", 60,
                            "a worker gives up when it cannot reach the scheduler this long"),
-    "dashboard_address": Field(_opt(_is_str), "an address like ':8787' (':0' = any free port) or null",
-                               None, "scheduler dashboard; default ':8787' (cpu), ':0' (gpu)"),
+    "dashboard_address": Field(_opt(_is_str), "an address like 'localhost:8787' (port 0 = any free port) or null",
+                               None, "scheduler dashboard; default 'localhost:8787' (cpu), 'localhost:0' (gpu): the "
+                               "login node only, reached through the ssh tunnel hpcmix prints"),
+    "gpu_check": Field(lambda v: v in ("error", "warn", "off"), "'error', 'warn' or 'off'", "error",
+                       "when SLURM gave a job a GPU that TensorFlow cannot see: stop with the install to fix "
+                       "('error'), or say so and train on the CPU ('warn': stand-in GPUs)"),
+    "tls": Field(lambda v: isinstance(v, bool), "true or false", True,
+                 "TLS between client, scheduler and workers (temporary certificates, mutual TLS); false: plain "
+                 "TCP, which anyone on the login node could connect to"),
+    "tls_directory": Field(_opt(_is_str), "a directory path or null", None,
+                           "where the workers' temporary certificates go (made mode 0700; must be readable by the "
+                           "worker jobs: a shared file system); default ~/.hpcmix/tls"),
     "wait_timeout": Field(_is_number, "a number of seconds > 0", 300,
                           "how long make_clusters waits for the minimum workers"),
 }
@@ -192,7 +203,7 @@ def _pool_defaults(kind: str, pool: str) -> dict[str, Any]:
            for k, f in fields.items() if not f.required}
     if kind == "slurm" and pool == "gpu":
         out["gres"] = "gpu:1"
-    out["dashboard_address"] = ":8787" if pool == "cpu" else ":0"
+    out["dashboard_address"] = "localhost:8787" if pool == "cpu" else "localhost:0"
     if kind == "local" and pool == "gpu":
         out["n_workers"] = 1
     return out

@@ -35,7 +35,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from .device import Device, detect_device
+from .device import Device, check_gpu, detect_device
 from .metrics import pair_score, roc_auc
 from .model import build_model
 from .settings import ClassifierSettings
@@ -77,6 +77,8 @@ class TrainingResult:
     # ratio networks: the likelihood-ratio loss, and the closure of r on the roc_auc_sample (both 1 if exact)
     loss: str | None = None
     closure: dict | None = None
+    # what SLURM allocated and what the backend saw (train/device.py: check_gpu)
+    gpu_check: dict | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -236,11 +238,13 @@ def train_classifier(
         raise ValueError(f"{wt.size} test weights for {np.size(y_test)} test events")
     if (x_test is None) != (y_test is None):
         raise ValueError("give both x_test and y_test, or neither")
+    # on a SLURM GPU job, stop (or warn) before training on the CPU a GPU was allocated for
+    device = detect_device()
+    gpu_check = check_gpu(device)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
 
     keras.utils.set_random_seed(settings.seed)
-    device = detect_device()
     _say(progress, f"hpcmix.train: training on {device.label} (keras backend {device.backend})")
 
     # split, then standardise the two parts into fresh float32 arrays
@@ -342,6 +346,7 @@ def train_classifier(
         roc_auc_vs_first=None if per is None else {class_names[k]: float(v) for k, v in per.items()},
         loss=None if pair is None else pair.name,
         closure=closure,
+        gpu_check=gpu_check,
     )
     if pair is not None:
         _write_json(os.path.join(out_dir, RATIO_FILE), {"format": RATIO_FORMAT, "loss": pair.name,

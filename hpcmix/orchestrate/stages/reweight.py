@@ -236,7 +236,8 @@ def network_task(n: Network, w: ReweightSettings, store_path: str) -> dict:
                               settings=n.settings, x_test=x_test[~inside_test], y_test=y_test[~inside_test],
                               progress=False, class_names=(w.source, w.target), loss=w.loss)
     info = {k: getattr(result, k) for k in ("roc_auc", "n_train", "n_val", "n_test", "device", "epochs_run",
-                                            "best_epoch", "samples_per_second", "train_seconds", "closure")}
+                                            "best_epoch", "samples_per_second", "train_seconds", "closure",
+                                            "gpu_check")}
     info.update(loss=w.loss, blinded_train_events=int(inside.sum()), worker=worker_info())
     slice_ = {k: v for k, v in w.settings_slice().items() if k != "networks"}
     slice_["classifier"] = _network_slice(n.settings)

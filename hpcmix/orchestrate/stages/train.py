@@ -180,7 +180,8 @@ def train_task(m: Model, store_path: str, *, progress: bool = False) -> dict:
                               x_test=x_test, y_test=y_test, progress=progress, class_names=m.components, loss=m.loss,
                               weights=w, test_weights=w_test)
     info = {k: getattr(result, k) for k in ("roc_auc", "roc_auc_sample", "n_train", "n_val", "n_test", "device",
-                                            "epochs_run", "best_epoch", "samples_per_second", "train_seconds")}
+                                            "epochs_run", "best_epoch", "samples_per_second", "train_seconds",
+                                            "gpu_check")}
     if result.roc_auc_vs_first is not None:
         info["roc_auc_vs_first"] = result.roc_auc_vs_first
     if m.loss is not None:   # held-out test events: the mean of r over reference events and of 1 / r over k's

@@ -24,6 +24,7 @@ toys: {estimators: [phi_star, nn], alpha: [0.5], n_events: [20], n_toys: 20, bat
 JOB
 "$work/venv/bin/hpcmix" run tiny.yaml --no-progress
 test -e hpcmix-output/tiny/results.zarr
+grep -q '<img src="data:image/png;base64,' hpcmix-output/tiny/report/index.html
 "$work/venv/bin/python" - <<'PY'
 import xarray as xr
 import hpcmix  # registers .mixture

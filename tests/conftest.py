@@ -109,3 +109,40 @@ def slurm_cluster():
             pytest.fail(f"HPCMIX_REQUIRE_SLURM=1 but SLURM is not usable: {problem}", pytrace=False)
         pytest.skip(f"no SLURM controller reachable: {problem} "
                     "(run .ci/slurm/start.sh; HPCMIX_REQUIRE_SLURM=1 makes this a failure)")
+
+
+class Browser:
+    """Headless Chromium (Debian's package) rendering a local HTML file: a screenshot and the DOM."""
+
+    def __init__(self, exe: str):
+        self.exe = exe
+
+    def _run(self, *args: str) -> subprocess.CompletedProcess:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start
+        cmd = [self.exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr[-2000:]}"
+        return r
+
+    def screenshot(self, page, png, *, width: int = 1280, height: int = 2400):
+        """The page as the browser drew it, as an RGB array (height, width, 3)."""
+        import numpy as np
+        from PIL import Image
+
+        self._run(f"--window-size={width},{height}", f"--screenshot={png}", f"file://{os.path.abspath(page)}")
+        return np.asarray(Image.open(png).convert("RGB"))
+
+    def dom(self, page) -> str:
+        """The document after the browser parsed and laid it out (--dump-dom)."""
+        return self._run("--dump-dom", f"file://{os.path.abspath(page)}").stdout
+
+
+@pytest.fixture(scope="session")
+def browser():
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        if os.environ.get("HPCMIX_REQUIRE_BROWSER") == "1":
+            pytest.fail("HPCMIX_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)", pytrace=False)
+        pytest.skip("no headless Chromium on PATH (apt-get install chromium; "
+                    "HPCMIX_REQUIRE_BROWSER=1 makes this a failure)")
+    return Browser(exe)

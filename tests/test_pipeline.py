@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +89,29 @@ def test_local_run_produces_the_results_table(local_run):
     assert "| phi_star | 1 |" in outcome.table and "| phi_star+upsilon_plus+upsilon_minus | 3 |" in outcome.table
     assert os.path.exists(os.path.join(job.output, "report", "auc_study.md"))
     assert all(0.3 < t["info"]["roc_auc"] < 0.8 for t in outcome.training.values())
+    # one page with all of it: every table's rows, every figure embedded, the study's addresses
+    page = Path(job.output, "report", "index.html").read_text(encoding="utf-8")
+    assert page.count("<img src=\"data:image/png;base64,") == len(outcome.figures)
+    # the run's pool-reuse note extends the results' own: one note, the run's
+    assert len(outcome.notes) == 1 and page.count('<p class="note">') == 1
+    assert f'<p class="note">note: {html.escape(outcome.notes[0])}</p>' in page
+    assert "<td>phi_star+upsilon_plus+upsilon_minus</td>" in page and outcome.plan.events_address in page
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+@pytest.mark.browser
+def test_chromium_renders_the_run_report(local_run, browser, tmp_path):
+    """The real run's index.html in headless Chromium: figures drawn, Table 1's cells in the DOM."""
+    _, job, outcome = local_run
+    page = os.path.join(job.output, "report", "index.html")
+    shot = browser.screenshot(page, tmp_path / "shot.png")
+    assert (shot.max(axis=-1).astype(int) - shot.min(axis=-1) > 80).sum() > 2000
+    dom = browser.dom(page)
+    rows = [line for line in outcome.table.splitlines() if line.startswith("| phi_star, none |")]
+    assert rows, outcome.table
+    for cell in rows[0].strip("|").split("|")[1:]:
+        assert f"<td>{cell.strip()}</td>" in dom
 
 
 @pytest.mark.pythia
@@ -370,7 +395,62 @@ def test_cli_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     result = CliRunner().invoke(cli, ["run", _job_file(tmp_path), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "generate : 8 tasks" in result.output and "toys     : 16 cells" in result.output
+    assert "core-h (CPU; a GPU is far faster)" in result.output   # the local site trains on its cpu pool
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_dry_run_estimates_training_from_the_sites_gpu_rate(tmp_path):
+    """A site with a gpu pool gets the training time in hours there: from the pool's own measured rate, else
+    from hpcmix.estimates' GPU rates by batch size; the samples are those the CPU core-hours count."""
+    from click.testing import CliRunner
+
+    from hpcmix.cli import cli
+    from hpcmix.orchestrate.sites import SiteConfigError, load_site
+
+    plan = plan_study(load_study(_job_file(tmp_path)))   # batch 128 (main networks) and 264 (AUC study's)
+    est = plan.study.estimates
+    cpu = plan.estimate()
+    assert cpu.train_pool is None and cpu.train_pool_hours is None
+    samples = cpu.train * 3600 * est["training_samples_per_core_second"]
+    measured = load_site("ci-slurm").with_overrides(gpu={"training_samples_per_second": 50_000})
+    e = plan.estimate(measured)
+    assert e.train_pool == "gpu" and e.train == cpu.train
+    assert e.train_pool_hours == pytest.approx(samples / 50_000 / 3600)
+    assert "on the gpu pool (the gpu pool's measured 50,000 samples/s)" in e.lines()[0]
+    # without its own rate: the estimates' GPU rate of the largest measured batch not above each network's
+    by_batch = dict(est["training_samples_per_gpu_second"])
+    bare = measured.with_overrides(gpu={"training_samples_per_second": None})
+    assert sorted(by_batch) == [264, 4096]
+
+    def at_batch(batch):   # every network of the job (the AUC study's inherit it) at this batch size
+        p = plan_study(load_study(_job_file(tmp_path), sets=[f"classifier.batch_size={batch}"]))
+        assert {m.settings.batch_size for m in [*p.models.values(), *p.auc_models.values()]} == {batch}
+        return p, p.estimate().train * 3600 * est["training_samples_per_core_second"]
+    for batch, rate in ((264, by_batch[264]), (1000, by_batch[264]), (4096, by_batch[4096]),
+                        (8192, by_batch[4096]), (66, by_batch[264] / 4)):
+        # below the smallest measured batch the GPU is launch-bound: the rate falls in proportion to the batch
+        p, n = at_batch(batch)
+        assert p.estimate(bare).train_pool_hours == pytest.approx(n / rate / 3600), batch
+    # a layer gives the whole table; a malformed one is refused where the study is resolved
+    own = plan_study(load_study(_job_file(tmp_path), sets=["estimates.training_samples_per_gpu_second=[[128, 1000]]"]))
+    assert own.estimate(bare).train_pool_hours == pytest.approx(samples / 1000 / 3600)
+    for bad in ("{264: 94500}", "[[264]]", "[[0, 5]]", "[['4k', 5]]"):
+        with pytest.raises(ConfigError, match="training_samples_per_gpu_second must be a list of"):
+            load_study(_job_file(tmp_path), sets=[f"estimates.training_samples_per_gpu_second={bad}"])
+    # a site without a gpu pool trains on its cpu pool: hours only from that pool's own rate
+    assert plan.estimate(bare.with_overrides(gpu=False)).train_pool_hours is None
+    assert f"train {cpu.train:.2f} core-h (CPU" in plan.estimate(bare.with_overrides(gpu=False)).lines()[0]
+    on_cpu = bare.with_overrides(gpu=False, cpu={"training_samples_per_second": 1000})
+    assert plan.estimate(on_cpu).train_pool == "cpu"
+    assert plan.estimate(on_cpu).train_pool_hours == pytest.approx(samples / 1000 / 3600)
+
+    # the CLI: the packaged ci-slurm's stand-in GPU pool trains on one CPU core, and says so
+    result = CliRunner().invoke(cli, ["run", _job_file(tmp_path), "--dry-run", "--site", "ci-slurm"])
+    assert result.exit_code == 0, result.output
+    hours = samples / 4300 / 3600
+    assert f"train {hours:.2f} h on the gpu pool (the gpu pool's measured 4,300 samples/s)" in result.output
+    with pytest.raises(SiteConfigError, match="training_samples_per_second"):
+        measured.with_overrides(gpu={"training_samples_per_second": -5})
 
 
 def test_cli_unknown_site(tmp_path):

@@ -246,6 +246,11 @@ def test_reweighting_makes_the_source_hard_to_tell_from_the_target(reweighted):
     assert "| heavy | m_vis | " in out.table
     for region in ("control", "blinded"):
         assert os.path.exists(os.path.join(out.plan.report, f"reweighting_heavy_{region}.png"))
+    # the report's one page holds the reweighting table and its figures too
+    with open(os.path.join(out.plan.report, "index.html"), encoding="utf-8") as f:
+        page = f.read()
+    assert page.count('<img src="data:image/png;base64,') == len(out.figures)
+    assert 'alt="reweighting_heavy_blinded.png"' in page and "<td>heavy</td><td>H -&gt; H_heavy</td>" in page
 
 
 @pytest.mark.pythia
@@ -307,6 +312,24 @@ def test_a_rerun_skips_the_stage_and_reads_the_same_weights(reweighted):
         store.weights("H", "heavvy")
     with pytest.raises(UnknownWeightError, match="holds no weight 'heavy'; it holds no weights"):
         store.weights("A", "heavy")
+
+
+@pytest.mark.pythia
+@pytest.mark.tensorflow
+def test_hpcmix_reweight_writes_its_own_one_page_report(reweighted):
+    """Stopped after the reweighting stage (hpcmix reweight): index.html with the reweighting table, its
+    figures and the addresses, without results."""
+    from hpcmix.orchestrate.executor import InProcess
+    from hpcmix.orchestrate.pipeline import run_study
+
+    _, path, out = reweighted
+    got = run_study(load_study(path), executor=InProcess(), progress=False, echo=lambda *a: None, until="reweight")
+    assert got.skipped["reweight"] == 1 and got.results_path == ""
+    with open(os.path.join(got.plan.report, "index.html"), encoding="utf-8") as f:
+        page = f.read()
+    assert page.count('<img src="data:image/png;base64,') == len(got.figures) == 2
+    assert "<td>heavy</td><td>H -&gt; H_heavy</td>" in page and got.plan.reweights["heavy"].address in page
+    assert "Per-cell summary" not in page
 
 
 @pytest.mark.pythia

@@ -88,11 +88,43 @@ def test_settings_from_study_layers_and_dask_config():
         ({"leaky_relu_slope": 1.5}, "leaky_relu_slope"),
         ({"batch_norm": "yes"}, "batch_norm"),
         ({"seed": -1}, "seed"),
+        ({"precision": "float64"}, "precision must be one of"),
+        ({"lr_scaling": "cubic"}, "lr_scaling must be one of"),
+        ({"reference_batch_size": 0}, "reference_batch_size"),
+        ({"steps_per_execution": 0}, "steps_per_execution"),
     ],
 )
 def test_settings_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ClassifierSettings(**kwargs)
+
+
+def test_learning_rate_follows_the_batch_size_as_asked():
+    s = ClassifierSettings(batch_size=264 * 16)
+    assert s.effective_learning_rate == 0.03                    # none: the paper's rate at any batch size
+    assert s.replace(lr_scaling="linear").effective_learning_rate == pytest.approx(0.03 * 16)
+    assert s.replace(lr_scaling="sqrt").effective_learning_rate == pytest.approx(0.03 * 4)
+    assert s.replace(lr_scaling="sqrt", reference_batch_size=1056).effective_learning_rate == pytest.approx(0.06)
+
+
+def test_throughput_settings_enter_addresses_only_when_set():
+    """Networks trained before precision / lr_scaling existed keep their addresses; setting one moves it."""
+    from hpcmix.orchestrate.stages import train as train_stage
+
+    s = ClassifierSettings(seed=1)
+    added = ("precision", "lr_scaling", "reference_batch_size", "steps_per_execution")
+    assert set(added) <= set(s.to_dict()) and not set(added) & set(s.address_dict())
+    assert s.address_dict() == {k: v for k, v in s.to_dict().items() if k not in added}
+    study = study_with()
+    kw = dict(label="none", smearing="none", inputs=("a", "b"), events="e" * 12, root="/r")
+    base = train_stage.model(study, settings=s, **kw).address
+    assert train_stage.model(study, settings=s.replace(precision="float32"), **kw).address == base
+    moved = {train_stage.model(study, settings=s.replace(**c), **kw).address
+             for c in ({"precision": "mixed_bfloat16"}, {"lr_scaling": "sqrt"},
+                       {"lr_scaling": "sqrt", "reference_batch_size": 128}, {"steps_per_execution": 16})}
+    assert len(moved) == 4 and base not in moved
+    # the reference batch size means nothing without lr_scaling: no new address, no retraining
+    assert train_stage.model(study, settings=s.replace(reference_batch_size=128), **kw).address == base
 
 
 def test_settings_normalise_types():
@@ -366,6 +398,62 @@ def test_training_reaches_auc_and_writes_reloadable_artefacts(tmp_path, keras):
 
 
 @pytest.mark.tensorflow
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_saves_and_reloads(tmp_path, keras, precision):
+    """Hidden layers compute in 16 bits on float32 weights, the softmax in float32; float16 scales the
+    loss; the saved network reloads with its policies and predicts float32 probabilities."""
+    from hpcmix.train import load_classifier, train_classifier
+    from hpcmix.train.model import OUTPUT_NAME, build_model
+
+    settings = ClassifierSettings(**{**SMALL, "precision": precision, "batch_size": 512, "lr_scaling": "sqrt"})
+    model = build_model(5, settings)
+    half = precision.removeprefix("mixed_")
+    assert model.get_layer("dense_0").compute_dtype == half and model.get_layer("dense_0").variable_dtype == "float32"
+    assert model.get_layer("batch_norm_out").compute_dtype == half
+    assert model.get_layer(OUTPUT_NAME).compute_dtype == "float32"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) == (precision == "mixed_float16")
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == pytest.approx(
+        settings.effective_learning_rate)
+
+    x, y = _toy(4000, seed=0)
+    x_test, y_test = _toy(2000, seed=1)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    res = train_classifier(x, y, feature_names=names, out_dir=tmp_path / "m", settings=settings,
+                           x_test=x_test, y_test=y_test, progress=False)
+    assert res.roc_auc > 0.55
+    metrics = _read_json(res.metrics_path)
+    assert metrics["settings"]["precision"] == precision
+    assert metrics["effective_learning_rate"] == pytest.approx(settings.effective_learning_rate)
+    clf = load_classifier(tmp_path / "m")
+    assert clf.model.get_layer("dense_1").compute_dtype == half
+    p = clf.predict(x_test, feature_names=names)
+    assert p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
+    assert roc_auc(y_test, p) == pytest.approx(res.roc_auc, abs=2e-3)
+
+
+@pytest.mark.tensorflow
+def test_steps_per_execution_makes_the_same_updates(tmp_path, keras):
+    """Several batches per compiled call: the same losses epoch by epoch and the same network, on a ratio
+    network too (the setting only takes Python's per-batch dispatch away)."""
+    from hpcmix.train import train_classifier
+    from hpcmix.train.model import build_ratio_model
+
+    x, y = _toy(3000, seed=0)
+    names = [f"f{i}" for i in range(x.shape[1])]
+    runs = {}
+    for spe in (1, 7):
+        s = ClassifierSettings(**{**SMALL, "max_epochs": 3, "steps_per_execution": spe})
+        runs[spe] = train_classifier(x, y, feature_names=names, out_dir=tmp_path / str(spe), settings=s,
+                                     progress=False)
+    h1, h7 = (_read_json(runs[k].history_path) for k in (1, 7))
+    np.testing.assert_allclose(h7["loss"], h1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(h7["val_loss"], h1["val_loss"], rtol=1e-5)
+    assert runs[7].roc_auc == pytest.approx(runs[1].roc_auc, abs=1e-5)
+    ratio = build_ratio_model(6, ClassifierSettings(**{**SMALL, "steps_per_execution": 7}), loss="exponential")
+    assert ratio.steps_per_execution == 7
+
+
+@pytest.mark.tensorflow
 def test_training_is_deterministic(tmp_path, keras):
     from hpcmix.train import train_classifier
 
@@ -433,3 +521,28 @@ def test_paper_network_trains_one_epoch(tmp_path, keras):
     )
     assert res.epochs_run == 1 and res.n_val == 120
     assert 0.0 <= res.roc_auc <= 1.0
+
+
+@pytest.mark.tensorflow
+def test_gpu_throughput_benchmark_runs_and_projects_the_paper_run(tmp_path):
+    """benchmarks/gpu_throughput.py, the one prepared script for a GPU machine, runs here on the CPU: a rate
+    per configuration, the learning rate scaled, the paper-size projection from the rate."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "gpu_throughput.py")
+    out = tmp_path / "rates.json"
+    r = subprocess.run([sys.executable, script, "--events", "3000", "--epochs", "2", "--batch", "264",
+                        "--batch", "1056", "--hidden", "8", "--precision", "float32", "--precision",
+                        "mixed_bfloat16", "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = _read_json(out)
+    rows = res["configurations"]
+    assert [(c["batch_size"], c["precision"]) for c in rows] == [
+        (264, "float32"), (1056, "float32"), (264, "mixed_bfloat16"), (1056, "mixed_bfloat16")]
+    assert [c["learning_rate"] for c in rows[:2]] == pytest.approx([0.03, 0.06])   # sqrt(1056 / 264) = 2
+    for c in rows:
+        assert c["samples_per_second"] > 0 and c["epochs"] == 2
+        assert c["paper_hours"]["typical"] == pytest.approx(4e6 * 40 / c["samples_per_second"] / 3600)
+        assert f"| {c['batch_size']} | {c['precision']} | 1 |" in r.stdout
+    assert res["device"] == "CPU" and res["hidden_layers"] == [8]

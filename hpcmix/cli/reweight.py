@@ -33,7 +33,7 @@ def reweight(job_file, site, sets, dry_run, progress):
     if not study.reweight:
         raise click.UsageError(f"{job_file}: the job has no reweight: section, so there is nothing to reweight; "
                                "add one (docs/stages/reweight.md), or run the study with hpcmix run")
-    click.echo(plan.describe())
+    click.echo(plan.describe(site_cfg))
     if dry_run:
         return
     outcome = run_study(study, site=site_cfg, progress=progress, echo=click.echo, until="reweight")

@@ -30,7 +30,7 @@ def run(job_file, site, sets, dry_run, progress):
         site_cfg = load_site(site)
     except HpcmixError as err:  # settings a user can fix; anything else is a bug and keeps its traceback
         raise click.UsageError(str(err)) from None
-    click.echo(plan.describe())
+    click.echo(plan.describe(site_cfg))
     if dry_run:
         return
     # the project's own errors (a store made with other settings, a locked output, a full
@@ -41,7 +41,8 @@ def run(job_file, site, sets, dry_run, progress):
     for note in outcome.notes:
         click.echo(f"note: {note}")
     click.echo(f"results: {outcome.results_path}  (xarray.open_zarr(..., consolidated=False))")
-    click.echo(f"report : {outcome.plan.report} ({len(outcome.figures)} figures, table1.md)")
+    click.echo(f"report : {outcome.plan.report}/index.html (all on one page: the tables, "
+               f"{len(outcome.figures)} figures, the per-cell summary, provenance)")
     stages = ", ".join(f"{k} {v:.0f}s" for k, v in outcome.seconds.items())
     skipped = ", ".join(f"{k} {v}" for k, v in outcome.skipped.items() if v)
     click.echo(f"wall time {time.perf_counter() - t0:.0f}s ({stages})" + (f"; already done: {skipped}" if skipped else ""))

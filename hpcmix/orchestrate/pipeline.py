@@ -90,7 +90,8 @@ class StudyPlan:
                 "toys": {cell_key(c, f"network={c.weight_network}"): c.address for c in self.network_cells}}
         return {**out, "results": os.path.basename(self.results).removesuffix(".zarr")}
 
-    def describe(self) -> str:
+    def describe(self, site=None) -> str:
+        """The plan, stage by stage, and its cost; ``site``: where it would run (its training rate)."""
         g, s = self.generation, self.study
         lines = [f"study {s.name!r} from {s.source} -> {s.output}",
                  f"  components: {', '.join(s.components)}; {s.poi.name} = fraction of {s.poi.fraction_of} "
@@ -114,10 +115,11 @@ class StudyPlan:
                     f"{len(self.template_items) - len(self.templates)} more templates, {len(self.network_cells)} "
                     "more cells"] if self.network_templates else []),
                  f"  results  : {self.results}", f"  report   : {self.report}"]
-        return "\n".join(lines + self.estimate().lines() + [f"  note     : {n}" for n in self.notes])
+        return "\n".join(lines + self.estimate(site).lines() + [f"  note     : {n}" for n in self.notes])
 
-    def estimate(self) -> "Estimate":
-        """Core-hours and store size from the measured rates in the study's ``estimates``."""
+    def estimate(self, site=None) -> "Estimate":
+        """Core-hours and store size from the measured rates in the study's ``estimates``; training from
+        the rate of the pool it runs on (the site's gpu pool, else its cpu pool) where the site gives one."""
         g, est = self.generation, self.study.estimates
         n_selected = g.layout.n_events * len(g.layout.samples)
         settings = g.layout.settings
@@ -131,14 +133,16 @@ class StudyPlan:
             gen += g.layout.n_events / own.get("selection_efficiency", est["selection_efficiency"]) / rate
         start, stop = g.layout.split_ranges()["train"]
         models = list(self.models.values()) + list(self.auc_models.values())
-        train = sum(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(m.components)
-                    * (1 - m.settings.validation_fraction) for m in models) / est["training_samples_per_core_second"]
+        # (training samples over all epochs, batch size) per network
+        fits = [(min(m.settings.max_epochs, int(est["training_epochs"])) * (stop - start) * len(m.components)
+                 * (1 - m.settings.validation_fraction), m.settings.batch_size) for m in models]
         # reweighting: M networks on two samples' train splits, and two fresh networks on the template splits
         t_start, t_stop = g.layout.split_ranges()["template"]
         for r in self.reweights.values():
             epochs = min(r.settings.classifier.max_epochs, int(est["training_epochs"]))
             n = 2 * (len(r.networks) * (stop - start) + (2 * (t_stop - t_start) if r.settings.two_sample_test else 0))
-            train += epochs * n * (1 - r.settings.classifier.validation_fraction) / est["training_samples_per_core_second"]
+            fits.append((epochs * n * (1 - r.settings.classifier.validation_fraction), r.settings.classifier.batch_size))
+        train = sum(n for n, _ in fits) / est["training_samples_per_core_second"]
         # a cell with nuisances fits its toys once per treatment, with the K-fraction fitter (far slower
         # per event: K densities, the positivity support, profiled nuisances)
         cells = self.cells + self.network_cells
@@ -147,7 +151,37 @@ class StudyPlan:
                 / est["fraction_toy_events_per_core_second"])
         toys = self.study.toys.n_toys * (two + more)
         size = n_selected * est["store_bytes_per_event"]
-        return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size)
+        pool, rate, source = _training_rate(site, est)
+        hours = None if rate is None else sum(n / rate(batch) for n, batch in fits) / 3600
+        return Estimate(generate=gen / 3600, train=train / 3600, toys=toys / 3600, store_bytes=size,
+                        train_pool=pool, train_pool_hours=hours, train_rate_source=source)
+
+
+def _training_rate(site, est) -> tuple[str | None, Any, str]:
+    """(the pool the train stage runs on, samples / s as a function of the batch size or None, where the rate
+    comes from). The pool's own ``training_samples_per_second`` first; else, for a gpu pool, the GPU rates
+    in ``estimates.training_samples_per_gpu_second``, by batch size: the rate of the largest measured
+    batch not above the network's (a larger batch trains faster on a GPU, so this errs slow); below the
+    smallest measured batch, that batch's rate scaled down in proportion (a launch-bound GPU does one
+    batch per step whatever its size)."""
+    if site is None:
+        return None, None, ""
+    pool = "gpu" if site.gpu is not None else "cpu"
+    own = getattr(site, pool).get("training_samples_per_second")
+    if own:
+        return pool, lambda batch: float(own), f"the {pool} pool's measured {own:,.0f} samples/s"
+    by_batch = {int(b): float(r) for b, r in est.get("training_samples_per_gpu_second") or ()}
+    if pool != "gpu" or not by_batch:
+        return pool, None, ""
+
+    def rate(batch: int) -> float:
+        fit = [b for b in by_batch if b <= batch]
+        if fit:
+            return by_batch[max(fit)]
+        return by_batch[min(by_batch)] * batch / min(by_batch)
+    shown = ", ".join(f"{r:,.0f} at batch {b}" for b, r in sorted(by_batch.items()))
+    return pool, rate, (f"hpcmix.estimates' GPU rates, {shown}; set gpu.training_samples_per_second "
+                        "to your GPU's")
 
 
 def _describe_reweighting(r) -> str:
@@ -161,13 +195,20 @@ class Estimate:
     """Rough cost of a study: core-hours per stage and the event store size."""
 
     generate: float
-    train: float
+    train: float                      # core-hours on CPUs at hpcmix.estimates' rate
     toys: float
     store_bytes: float
+    train_pool: str | None = None     # where the site trains ("gpu" or "cpu"), None without a site
+    train_pool_hours: float | None = None   # wall hours of one worker there, from that pool's rate
+    train_rate_source: str = ""
 
     def lines(self) -> list[str]:
-        return [f"  estimate : generate {self.generate:.2f} core-h, train {self.train:.2f} core-h (CPU; a GPU "
-                f"is far faster), toys {self.toys:.3f} core-h; event store ~{self.store_bytes / 1e9:.2f} GB "
+        if self.train_pool_hours is not None:
+            train = f"train {self.train_pool_hours:.2f} h on the {self.train_pool} pool ({self.train_rate_source})"
+        else:
+            train = f"train {self.train:.2f} core-h (CPU; a GPU is far faster)"
+        return [f"  estimate : generate {self.generate:.2f} core-h, {train}, toys {self.toys:.3f} core-h; "
+                f"event store ~{self.store_bytes / 1e9:.2f} GB "
                 "(uncompressed; rates in hpcmix.estimates, docs/PERFORMANCE.md)"]
 
 
@@ -352,21 +393,30 @@ def run_toys(cells, executor, *, progress: bool) -> tuple[int, tuple[str, ...]]:
 
 
 def _reweight_report(plan: StudyPlan, reweighting: dict) -> tuple[str, list[str]]:
-    """The reweighting stage's part of the report: ``reweighting.md`` and its per-feature figures."""
+    """The report of a run stopped after the reweighting stage: ``reweighting.md``, its per-feature
+    figures and ``index.html`` with both (there are no results yet)."""
     from ..results.aggregate import reweight_table
+    from ..results.html import write_index
     from ..results.report import reweighting_figures
 
     os.makedirs(plan.report, exist_ok=True)
     text = reweight_table(reweighting)
     with open(os.path.join(plan.report, "reweighting.md"), "w") as f:
         f.write(text + "\n")
-    return text, reweighting_figures(reweighting, plan.report)
+    figures = reweighting_figures(reweighting, plan.report)
+    write_index(plan.report, title=f"{plan.study.name}: reweighting", tables=[("Reweighting", text)],
+                figures=figures, attrs={"study": plan.study.name, "job": plan.study.to_json(), "events": plan.events,
+                                        "event_store_fingerprint": plan.events_address,
+                                        "addresses": {"generate": plan.events_address,
+                                                      "reweight": {k: r.address for k, r in plan.reweights.items()}},
+                                        "stage_versions": stages.VERSIONS})
+    return text, figures
 
 
 def _run_stages(plan: StudyPlan, executor, progress: bool, echo, *, until: str | None = None) -> StudyOutcome:
     from ..generate.run import run_generation
-    from ..results.aggregate import aggregate_toys, auc_table, network_table
-    from ..results.report import write_report
+    from ..results.aggregate import aggregate_toys, auc_table, network_table, reweight_table
+    from ..results.report import reweighting_figures, write_report
 
     study, seconds, skipped, notes, slurm_jobs = plan.study, {}, {}, [], {}
 
@@ -425,27 +475,19 @@ def _run_stages(plan: StudyPlan, executor, progress: bool, echo, *, until: str |
                      "enlarge generate.events.test for independent toys")
 
     with _stage("report", seconds):
-        table, figures = write_report(ds, plan.report, templates=templates)
         auc = auc_table({k.removeprefix("auc:"): records[k] for k in plan.auc_models},
                         smearing=study.auc_study.smearing if study.auc_study else "none")
-        if auc:
-            with open(os.path.join(plan.report, "auc_study.md"), "w") as f:
-                f.write(auc + "\n")
-            table = table + "\n\n" + auc
         # the network table for studies with several networks per variant (nuisances, ratio networks)
         several = study.nuisances or set(study.toys.estimators) & set(LEARNED_RATIO_ESTIMATORS)
         networks = network_table({k: records[k] for k in plan.models}, trecords) if several else ""
-        if networks:
-            with open(os.path.join(plan.report, "networks.md"), "w") as f:
-                f.write(networks + "\n")
-            table = table + "\n\n" + networks
+        rw_text = reweight_table(reweighting) if reweighting else ""
+        rw_figures = reweighting_figures(reweighting, plan.report) if reweighting else []
+        table, figures = write_report(ds, plan.report, templates=templates, extra_figures=rw_figures, notes=notes,
+                                      extra_tables=[("auc_study", auc), ("networks", networks),
+                                                    ("reweighting", rw_text)])
     training = {k: records[k] for k in plan.models}
     slurm_jobs["train"] = tuple(sorted({r["info"]["worker"]["slurm_job_id"] for r in training.values()
                                         if r["info"]["worker"].get("slurm_job_id")}))
-    if reweighting:
-        text, more = _reweight_report(plan, reweighting)
-        table = table + "\n\n" + text
-        figures = [*figures, *more]
     return StudyOutcome(plan=plan, results_path=_link_results(plan), table=table, figures=list(figures),
                         seconds=seconds, skipped=skipped, notes=notes, slurm_jobs=slurm_jobs, training=training,
                         reweighting=reweighting)

@@ -4,12 +4,16 @@ Figures: templates (Fig. 2a, 3a), alpha_hat histograms with Gaussian fits (Fig. 
 lr_stat against chi2(1) and one toy's -2 Delta lnL curves (Fig. 6); with nuisance
 components also sigma(alpha_hat) against each nuisance fraction, per estimator and treatment.
 The reweighting stage's per-feature histograms come from its records (``reweighting_figures``).
+Figures use mplhep's ROOT style (sized for a report page); events are binned with ``hist``.
+``index.html`` puts the tables, every figure, the per-cell summary and the provenance in one page.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -24,6 +28,29 @@ from .accessor import n_text
 from .dataset import nuisance_components
 
 __all__ = ["reweighting_figures", "write_report"]
+
+
+# mplhep's ROOT style is made for 10 x 10 inch single plots; the report's are about 5 x 4
+_REPORT_SIZES = {"font.size": 10, "axes.linewidth": 1.0, "xtick.major.size": 6, "xtick.minor.size": 3,
+                 "ytick.major.size": 6, "ytick.minor.size": 3, "xtick.major.pad": 3, "legend.fontsize": "small"}
+
+
+@contextlib.contextmanager
+def hep_style():
+    """The HEP look users expect (mplhep ROOT: ticks inside on all four sides, minor ticks, axis labels
+    at the ends, its colour cycle), scaled to the report's figure sizes; only inside the block."""
+    import mplhep as hep
+
+    with plt.style.context([hep.style.ROOT, _REPORT_SIZES]):
+        yield
+
+
+def _histogram(x: np.ndarray, bins: int, lo: float, hi: float):
+    """``x`` binned with ``hist`` on [lo, hi], the upper edge included (hist's last bin is half-open)."""
+    import hist
+
+    # a bin index computed as (x - lo) / width can round up to `bins` for x == hi: widen by a hair
+    return hist.Hist(hist.axis.Regular(bins, lo, hi + 1e-9 * (hi - lo), name="x")).fill(x)
 
 
 def _safe(name: str) -> str:
@@ -104,12 +131,14 @@ def _point_label(point: dict) -> tuple[str, str]:
 
 
 def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
+    import mplhep as hep
+
     paths = []
     for n, point, m, s in itertools.product(ds["n_events"].values, _extra_points(ds), ds["estimator"].values,
                                             ds["smearing"].values):
         title, suffix = _point_label(point)
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        drawn = 0
+        drawn, legend = 0, []
         for a in ds["alpha"].values:
             x = ds["alpha_hat"].sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n, **point}).values
             x = x[np.isfinite(x)]
@@ -118,18 +147,20 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
             drawn += 1
             c = summ.sel({"estimator": m, "smearing": s, "alpha": a, "n_events": n, **point})
             mu, sig = float(c["gauss_mean"]), float(c["gauss_sigma"])
-            _, edges, patches = ax.hist(x, bins=50, range=_hist_range(x), histtype="step",
-                                        label=f"alpha = {a:g}")
+            h = _histogram(x, 50, *_hist_range(x))
+            art = hep.histplot(h, ax=ax, histtype="step")   # with Poisson error bars
+            legend.append((art[0].legend_artist, f"alpha = {a:g}"))
+            edges = h.axes[0].edges
             if np.isfinite(sig) and sig > 0:
                 grid = np.linspace(edges[0], edges[-1], 300)
                 ax.plot(grid, x.size * (edges[1] - edges[0]) * stats.norm.pdf(grid, mu, sig),
-                        lw=1, color=patches[0].get_edgecolor())
-                ax.plot([], [], " ", label=f"  fit {mu:.2f} ± {sig:.2f}")
+                        lw=1, color=art[0].stairs.get_edgecolor())
+                legend.append((ax.plot([], [], " ")[0], f"  fit {mu:.2f} ± {sig:.2f}"))
         ax.set_xlabel("alpha_hat")
         ax.set_ylabel("test sets")
         ax.set_title(f"{m}, {s}, {n_text(ds, n).split(' (')[0]}{title}")
         if drawn:
-            ax.legend(fontsize=7)
+            ax.legend(*zip(*legend), fontsize=7)
         else:
             ax.text(0.5, 0.5, "fewer than 2 finite alpha_hat per alpha", ha="center",
                     transform=ax.transAxes)
@@ -141,6 +172,8 @@ def _alpha_hat_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
 
 
 def _lr_figure(ds: xr.Dataset, out: str) -> list[str]:
+    import mplhep as hep
+
     fig, ax = plt.subplots(figsize=(5.5, 4))
     bins = np.linspace(0, 8, 41)
     treatments = ds["treatment"].values if "treatment" in ds.dims else [None]
@@ -149,8 +182,8 @@ def _lr_figure(ds: xr.Dataset, out: str) -> list[str]:
         lr = ds["lr_stat"].sel(at).values.ravel()
         lr = lr[np.isfinite(lr) & (lr >= bins[0]) & (lr <= bins[-1])]
         if lr.size:
-            ax.hist(lr, bins=bins, density=True, histtype="step",
-                    label=f"{m}, {s}" + (f", {tr}" if tr is not None else ""))
+            hep.histplot(_histogram(lr, len(bins) - 1, bins[0], bins[-1]), ax=ax, density=True, yerr=False,
+                         histtype="step", label=f"{m}, {s}" + (f", {tr}" if tr is not None else ""))
     g = np.linspace(0.02, 8, 300)
     ax.plot(g, stats.chi2(1).pdf(g), "k--", label="chi2(1)")
     ax.set_yscale("log")
@@ -227,34 +260,53 @@ def _fraction_figures(ds: xr.Dataset, summ: xr.Dataset, out: str) -> list[str]:
     return paths
 
 
-def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: str = "gauss_sigma"):
-    """Write the figures into folder ``out`` and return (table text, list of PNG paths).
+def write_report(ds: xr.Dataset, out, *, templates: dict | None = None, width: str = "gauss_sigma",
+                 extra_tables: Sequence[tuple[str, str]] = (), extra_figures: Sequence[str] = (),
+                 notes: Sequence[str] = ()):
+    """Write the tables (Markdown), the figures (PNG) and ``index.html`` (all of them in one page) into
+    folder ``out``; return (table text, list of PNG paths).
 
-    ``templates``: optional {(estimator, smearing): MixtureTemplates}; else the tabulated
-    templates stored in the Dataset are drawn (if any).
+    ``templates``: optional {(estimator, smearing): MixtureTemplates}; else the tabulated templates
+    stored in the Dataset are drawn (if any). ``extra_tables``: (name, Markdown) written as
+    ``<name>.md`` after the results' own tables; ``extra_figures``: PNGs already in ``out`` (the
+    reweighting stage's), shown in the page; ``notes``: shown at the page's top after the pool-reuse note.
     """
+    from .html import write_index
+
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
     summ = ds.mixture.summary()
-    table = ds.mixture.table(width=width, summary=summ)
-    paths = _template_figures(ds, out, templates)
-    paths += _alpha_hat_figures(ds, summ, out)
-    paths += _lr_figure(ds, out)
-    paths += _curve_figure(ds, out)
-    with open(os.path.join(out, "table1.md"), "w") as f:
-        f.write(table + "\n")
+    table1 = ds.mixture.table(width=width, summary=summ)
+    with hep_style():
+        paths = _template_figures(ds, out, templates)
+        paths += _alpha_hat_figures(ds, summ, out)
+        paths += _lr_figure(ds, out)
+        paths += _curve_figure(ds, out)
+        if nuisance_components(ds):
+            paths += _fraction_figures(ds, summ, out)
+    sections = [("table1", table1)]
     if nuisance_components(ds):
-        paths += _fraction_figures(ds, summ, out)
-        fractions = ds.mixture.fraction_table(summary=summ)
-        with open(os.path.join(out, "sigma_vs_fraction.md"), "w") as f:
-            f.write(fractions + "\n")
-        table = fractions + "\n\n" + table
+        sections.insert(0, ("sigma_vs_fraction", ds.mixture.fraction_table(summary=summ)))
     if "alpha_hat_by_network" in ds:   # templates.weight_networks: all
-        networks = ds.mixture.network_table()
-        with open(os.path.join(out, "weight_networks.md"), "w") as f:
-            f.write(networks + "\n")
-        table = table + "\n\n" + networks
-    return table, paths
+        sections.append(("weight_networks", ds.mixture.network_table()))
+    sections += [(name, text) for name, text in extra_tables if text]
+    for name, text in sections:
+        with open(os.path.join(out, f"{name}.md"), "w") as f:
+            f.write(text + "\n")
+    paths += list(extra_figures)
+    reuse = ds.attrs.get("pool_reuse_note", "")
+    if not any(n.startswith(reuse) for n in notes):   # the pipeline's note extends this one
+        notes = [reuse, *notes]
+    write_index(out, title=str(ds.attrs.get("study") or ds.attrs.get("title", "hpcmix results")),
+                tables=[(_HEADINGS.get(n, n), t) for n, t in sections], figures=paths, summary=summ,
+                attrs=ds.attrs, notes=notes)
+    return "\n\n".join(t for _, t in sections), paths
+
+
+# the page's headings for the report's tables (by file name)
+_HEADINGS = {"table1": "Table 1: mean ± width of alpha_hat", "sigma_vs_fraction": "sigma(alpha_hat) against the "
+             "nuisance fractions", "weight_networks": "Per reweighting network", "auc_study": "AUC study",
+             "networks": "Networks", "reweighting": "Reweighting"}
 
 
 def reweighting_figures(records, out) -> list[str]:
@@ -263,6 +315,13 @@ def reweighting_figures(records, out) -> list[str]:
     reweighting stage's records (their ``features``), so no event is read."""
     out = os.fspath(out)
     os.makedirs(out, exist_ok=True)
+    with hep_style():
+        return _reweighting_figures(records, out)
+
+
+def _reweighting_figures(records, out: str) -> list[str]:
+    import mplhep as hep
+
     paths = []
     for name, rec in records.items():
         info = rec["info"]
@@ -279,7 +338,7 @@ def reweighting_figures(records, out) -> list[str]:
                                           ("reweighted", f"{info['source']} reweighted", dict(color="C0")),
                                           ("target", info["target"], dict(color="k"))):
                     h = np.asarray(c[key], float)
-                    ax.stairs(h / h.sum() / width, edges, label=label, **style)
+                    hep.histplot(h / h.sum() / width, edges, ax=ax, yerr=False, label=label, **style)
                 ax.set_title(f"{feature}: chi2/ndf {c['before']['chi2_per_ndf']:.2f} -> {c['after']['chi2_per_ndf']:.2f}",
                              fontsize=8)
                 ax.tick_params(labelsize=7)

@@ -394,8 +394,22 @@ def build_study(tree: Mapping[str, Any], *, source: str, where: str, mixture: bo
         toys=ToySettings(estimators=tuple(ty["estimators"]), alpha=tuple(float(a) for a in ty["alpha"]),
                          n_events=tuple(int(n) for n in ty["n_events"]), n_toys=int(ty["n_toys"]),
                          batch_size=int(ty["batch_size"]), weights=frozen_view(dict(ty["weights"])), **nuisance),
-        auc_study=auc, estimates=frozen_view(t["estimates"] or {}), ratio=ratio, reweight=reweight,
+        auc_study=auc, estimates=frozen_view(_estimates(t["estimates"] or {}, where=where)), ratio=ratio,
+        reweight=reweight,
     )
+
+
+def _estimates(est: Mapping[str, Any], *, where: str) -> Mapping[str, Any]:
+    """The measured rates; the GPU rates are [batch size, samples / s] pairs (a list, so that a layer
+    replaces the whole table rather than merging into the package's)."""
+    gpu = est.get("training_samples_per_gpu_second")
+    if gpu is not None and not (isinstance(gpu, list) and gpu and all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            and p[0] >= 1 and _is_number(p[1]) and p[1] > 0 for p in gpu)):
+        raise ConfigError(f"{where}: estimates.training_samples_per_gpu_second must be a list of "
+                          f"[batch size, samples per second] pairs such as [[264, 94500], [4096, 1610000]], "
+                          f"got {gpu!r}")
+    return est
 
 
 def _check_weight_uses(section: str, uses: Mapping[str, str], components, reweight, *, where: str) -> None:

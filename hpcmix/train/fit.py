@@ -360,6 +360,7 @@ def train_classifier(
             "feature_names": list(names),
             "constant_features": list(standardiser.constant),
             "settings": settings.to_dict(),
+            "effective_learning_rate": settings.effective_learning_rate,
             "keras_backend": device.backend,
             "versions": _versions(),
         },

@@ -13,6 +13,10 @@ The output is a 2-way softmax (column 0: H, column 1: A) trained with sparse
 categorical cross-entropy on integer labels (0 = H, 1 = A) with Adam. With
 ``n_classes = K`` the same network ends in a K-way softmax (one output per
 mixture component: the multiclass estimator of the background studies).
+
+``precision`` gives the hidden and output layers a mixed dtype policy (float16 or bfloat16
+compute, float32 weights); the softmax and the ratio output compute in float32, and float16
+training scales the loss (``LossScaleOptimizer``) so small gradients do not underflow.
 """
 
 from __future__ import annotations
@@ -42,12 +46,12 @@ def _initializer(name: str, seed: int | None, index: int):
     return init
 
 
-def _activation(settings: ClassifierSettings, index: int) -> keras.layers.Layer:
+def _activation(settings: ClassifierSettings, index: int, dtype: str) -> keras.layers.Layer:
     if settings.activation == "leaky_relu":
         return keras.layers.LeakyReLU(
-            negative_slope=settings.leaky_relu_slope, name=f"leaky_relu_{index}"
+            negative_slope=settings.leaky_relu_slope, name=f"leaky_relu_{index}", dtype=dtype
         )
-    return keras.layers.Activation(settings.activation, name=f"{settings.activation}_{index}")
+    return keras.layers.Activation(settings.activation, name=f"{settings.activation}_{index}", dtype=dtype)
 
 
 def _check_inputs(n_inputs) -> int:
@@ -59,22 +63,32 @@ def _check_inputs(n_inputs) -> int:
 def _hidden_stack(n_inputs: int, settings: ClassifierSettings):
     """The input and the last hidden block's output: the part every hpcmix network shares."""
     seed = settings.seed
+    dtype = settings.precision   # a policy per layer, never Keras' process-wide global policy
     inputs = keras.Input(shape=(n_inputs,), name=INPUT_NAME, dtype="float32")
     h = inputs
     for i, units in enumerate(settings.hidden_layers):
         h = keras.layers.Dense(
-            units, kernel_initializer=_initializer(settings.initializer, seed, i), name=f"dense_{i}"
+            units, kernel_initializer=_initializer(settings.initializer, seed, i), name=f"dense_{i}", dtype=dtype
         )(h)
         if settings.batch_norm:
-            h = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(h)
-        h = _activation(settings, i)(h)
+            h = keras.layers.BatchNormalization(name=f"batch_norm_{i}", dtype=dtype)(h)
+        h = _activation(settings, i, dtype)(h)
         if settings.dropout > 0.0:
             h = keras.layers.Dropout(
                 settings.dropout,
                 seed=None if seed is None else int(seed) + 7 * (i + 1),
                 name=f"dropout_{i}",
+                dtype=dtype,
             )(h)
     return inputs, h
+
+
+def _optimizer(settings: ClassifierSettings):
+    """Adam at the batch-size-scaled learning rate; loss-scaled for float16 compute."""
+    adam = keras.optimizers.Adam(learning_rate=settings.effective_learning_rate)
+    if settings.precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(adam)
+    return adam
 
 
 def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_classes: int = N_CLASSES
@@ -98,16 +112,18 @@ def build_model(n_inputs: int, settings: ClassifierSettings | None = None, *, n_
         int(n_classes),
         kernel_initializer=_initializer(settings.initializer, settings.seed, n_hidden),
         name="dense_out",
+        dtype=settings.precision,
     )(h)
     if settings.batch_norm and settings.output_batch_norm:
-        h = keras.layers.BatchNormalization(name="batch_norm_out")(h)
+        h = keras.layers.BatchNormalization(name="batch_norm_out", dtype=settings.precision)(h)
     outputs = keras.layers.Activation("softmax", name=OUTPUT_NAME, dtype="float32")(h)
 
     model = keras.Model(inputs, outputs, name="hpcmix_classifier")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate),
+        optimizer=_optimizer(settings),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        steps_per_execution=settings.steps_per_execution,
     )
     return model
 
@@ -129,5 +145,5 @@ def build_ratio_model(n_inputs: int, settings: ClassifierSettings | None = None,
                                                               len(settings.hidden_layers)),
                            name=RATIO_OUTPUT_NAME, dtype="float32")(h)
     model = keras.Model(inputs, u, name="hpcmix_ratio_network")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss=pair.keras())
+    model.compile(optimizer=_optimizer(settings), loss=pair.keras(), steps_per_execution=settings.steps_per_execution)
     return model

@@ -18,6 +18,14 @@ from typing import Any
 
 #: activations that ``build_model`` knows; ``leaky_relu`` uses ``leaky_relu_slope``
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "selu", "gelu", "silu", "tanh")
+#: Keras dtype policies of the hidden layers: float32, or float16 / bfloat16 compute on float32 weights
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+#: how the learning rate follows the batch size: lr x (batch_size / reference_batch_size) ** power
+LR_SCALINGS = {"none": 0.0, "linear": 1.0, "sqrt": 0.5}
+#: settings added for GPU throughput after networks were trained without them: in an address only
+#: when they differ from these values, so those networks keep their addresses
+_ADDED_DEFAULTS = {"precision": "float32", "lr_scaling": "none", "reference_batch_size": 264,
+                   "steps_per_execution": 1}
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,13 @@ class ClassifierSettings:
     (a BatchNorm between the output Dense and the softmax), ``batch_size``
     264 and ``lr_min`` 1e-7.  ``seed`` ``None`` means the study seed
     (the study's resolution fills it in).
+
+    For GPUs (not in the paper): ``precision`` (mixed float16 with loss scaling, or mixed
+    bfloat16; the softmax and the ratio output stay float32); ``lr_scaling``, which scales
+    ``learning_rate`` (meant for ``reference_batch_size``) to a larger ``batch_size``: linearly
+    (Goyal et al. 2017) or by the square root (the usual rule for Adam); and
+    ``steps_per_execution``, batches per compiled call, so that Python does not dispatch every
+    batch (the same updates in the same order).
     """
 
     hidden_layers: tuple[int, ...] = (500, 1000, 100)
@@ -52,6 +67,10 @@ class ClassifierSettings:
     early_stopping_patience: int = 15
     max_epochs: int = 100
     predict_batch_size: int = 65536
+    precision: str = "float32"
+    lr_scaling: str = "none"
+    reference_batch_size: int = 264
+    steps_per_execution: int = 1
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -99,7 +118,12 @@ class ClassifierSettings:
         _check_real("lr_min", self.lr_min)
         if not 0.0 <= self.lr_min:
             raise ValueError(f"lr_min must be >= 0, got {self.lr_min!r}")
-        for name in ("batch_size", "max_epochs", "predict_batch_size"):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling must be one of {tuple(LR_SCALINGS)}, got {self.lr_scaling!r}")
+        for name in ("batch_size", "max_epochs", "predict_batch_size", "reference_batch_size",
+                     "steps_per_execution"):
             _check_int(name, getattr(self, name), minimum=1)
         for name in ("lr_patience", "early_stopping_patience"):
             _check_int(name, getattr(self, name), minimum=0)
@@ -113,10 +137,24 @@ class ClassifierSettings:
             elif isinstance(v, numbers.Integral) and not isinstance(v, bool):
                 object.__setattr__(self, f.name, int(v))
 
+    @property
+    def effective_learning_rate(self) -> float:
+        """Adam's initial learning rate: ``learning_rate`` scaled to ``batch_size`` by ``lr_scaling``."""
+        return self.learning_rate * (self.batch_size / self.reference_batch_size) ** LR_SCALINGS[self.lr_scaling]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (tuples as lists)."""
         d = dataclasses.asdict(self)
         d["hidden_layers"] = list(self.hidden_layers)
+        return d
+
+    def address_dict(self) -> dict[str, Any]:
+        """``to_dict`` as a stage address covers it: the GPU-throughput settings only where set (and
+        ``reference_batch_size`` only where ``lr_scaling`` uses it). ``steps_per_execution`` is kept
+        where set, though the updates are the same: a backend may fuse the batches' arithmetic differently."""
+        d = {k: v for k, v in self.to_dict().items() if k not in _ADDED_DEFAULTS or v != _ADDED_DEFAULTS[k]}
+        if self.lr_scaling == "none":
+            d.pop("reference_batch_size", None)
         return d
 
     def replace(self, **changes: Any) -> "ClassifierSettings":

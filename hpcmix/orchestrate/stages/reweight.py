@@ -57,7 +57,7 @@ class ReweightError(HpcmixError, ValueError):
 
 
 def _network_slice(settings: ClassifierSettings) -> dict:
-    out = settings.to_dict()
+    out = settings.address_dict()
     out.pop("output_batch_norm")   # a ratio network's output u has no batch norm
     return out
 

@@ -48,7 +48,7 @@ class Model:
     weight_network: int = 0
 
     def slice(self) -> dict:
-        out = {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.to_dict(),
+        out = {"smearing": self.smearing, "network_inputs": list(self.inputs), "classifier": self.settings.address_dict(),
                "components": list(self.components)}
         if self.loss is not None:   # classifiers keep their addresses
             out["loss"] = self.loss

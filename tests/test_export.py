@@ -95,3 +95,38 @@ def test_bad_input_is_a_clear_error(tmp_path):
 def test_an_unknown_sample_is_refused(small_store, tmp_path):
     code, text = _export(small_store, tmp_path / "x.root", "--sample", "Zprime")
     assert code == 2 and "unknown sample(s) ['Zprime']" in text
+
+
+@pytest.mark.pythia
+def test_the_reweighting_weights_are_exported_per_network(small_store, tmp_path):
+    """Every finished weight becomes a branch per network (network 0 the nominal, unsuffixed); a weight with
+    unwritten chunks is left out and said so."""
+    copy = tmp_path / "events.zarr"
+    shutil.copytree(small_store, copy)
+    store = EventStore(copy)
+    layout = store.layout
+    s = layout.samples[0]
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0.5, 2.0, (layout.n_events, 2))
+    store.create_weight(s, "heavy", "a" * 12, n_networks=2, provenance={"test": True})
+    store.create_weight(s, "half", "b" * 12, n_networks=1, provenance={"test": True})
+    for c in range(layout.n_chunks):
+        store.write_weight_chunk(s, "heavy", "a" * 12, c, values[store.chunk_slice(c)])
+    store.write_weight_chunk(s, "half", "b" * 12, 0, values[store.chunk_slice(0), :1])
+    out = tmp_path / "w.root"
+    code, text = _export(copy, out)
+    assert code == 0, text
+    assert f"{s}: {layout.n_events} events ({layout.n_chunks} chunks) -> TTrees {s}, {s}_cutflow; " \
+           "weights weight_heavy, weight_heavy_net1" in text
+    assert f"{s}: weight half/{'b' * 12} left out: {layout.n_chunks - 1} of the {layout.n_chunks} exported " \
+           "chunks have no weights written" in text
+    with uproot.open(out) as f:
+        t = f[s].arrays(["weight_heavy", "weight_heavy_net1"], library="np")
+        np.testing.assert_array_equal(t["weight_heavy"], values[:, 0])
+        np.testing.assert_array_equal(t["weight_heavy_net1"], values[:, 1])
+        assert not [k for k in f[s].keys() if k.startswith("weight_half")]
+        assert not [k for k in f[layout.samples[1]].keys() if k.startswith("weight_")]
+        info = json.loads(str(f["hpcmix"]))
+        assert info["format"] == 2
+        assert info["weights"][s]["weight_heavy_net1"] == {"name": "heavy", "address": "a" * 12, "network": 1}
+        assert list(info["weights_left_out"][s]) == [f"half/{'b' * 12}"]

@@ -36,5 +36,8 @@ def export(store: str, out: str, fmt: str, samples, partial: bool, overwrite: bo
         for bar in bars.values():
             bar.close()
     for s, w in written["samples"].items():
-        click.echo(f"{s}: {w['events']} events ({w['chunks']} chunks) -> TTrees {s}, {s}_cutflow")
+        click.echo(f"{s}: {w['events']} events ({w['chunks']} chunks) -> TTrees {s}, {s}_cutflow"
+                   + (f"; weights {', '.join(w['weights'])}" if w["weights"] else ""))
+        for key, why in w["weights_left_out"].items():
+            click.echo(f"{s}: weight {key} left out: {why}")
     click.echo(f"wrote {written['path']}" + (" (finished chunks only: --partial)" if written["partial"] else ""))

@@ -92,6 +92,12 @@ def _is_walltime(v: Any) -> bool:
 #: The pools a site can have, in the order they are started.
 POOL_NAMES = ("cpu", "gpu")
 
+#: A pool's measured training rate (local and SLURM pools alike): read by the dry run's estimate only
+_TRAINING_RATE = Field(_opt(_is_number), "a number > 0, or null", None,
+                       "this pool's measured training rate, one worker, the study's network "
+                       "(benchmarks/gpu_throughput.py); hpcmix run --dry-run estimates training from it; "
+                       "null: a gpu pool from hpcmix.estimates' GPU rates, a cpu pool in CPU core-hours")
+
 #: Keys of a ``kind: local`` pool (``cpu`` or ``gpu``) -> ``LocalCluster``.
 LOCAL_POOL_FIELDS: dict[str, Field] = {
     "n_workers": Field(
@@ -112,10 +118,7 @@ LOCAL_POOL_FIELDS: dict[str, Field] = {
                                "machine only; ':8787' listens on every interface"),
     "wait_timeout": Field(_is_number, "a number of seconds > 0", 60,
                           "how long make_clusters waits for the workers"),
-    "training_samples_per_second": Field(_opt(_is_number), "a number > 0, or null", None,
-                                         "this pool's measured training rate, one worker, the study's network "
-                                         "(benchmarks/gpu_throughput.py); hpcmix run --dry-run estimates training "
-                                         "from it; null: a gpu pool from hpcmix.estimates' GPU rates, a cpu pool in CPU core-hours"),
+    "training_samples_per_second": _TRAINING_RATE,
 }
 
 #: Keys of a ``kind: slurm`` pool (``cpu`` or ``gpu``) -> ``SLURMCluster``.
@@ -177,10 +180,7 @@ SLURM_POOL_FIELDS: dict[str, Field] = {
                            "worker jobs: a shared file system); default ~/.hpcmix/tls"),
     "wait_timeout": Field(_is_number, "a number of seconds > 0", 300,
                           "how long make_clusters waits for the minimum workers"),
-    "training_samples_per_second": Field(_opt(_is_number), "a number > 0, or null", None,
-                                         "this pool's measured training rate, one worker, the study's network "
-                                         "(benchmarks/gpu_throughput.py); hpcmix run --dry-run estimates training "
-                                         "from it; null: a gpu pool from hpcmix.estimates' GPU rates, a cpu pool in CPU core-hours"),
+    "training_samples_per_second": _TRAINING_RATE,
 }
 
 _TOP_FIELDS: dict[str, dict[str, Field]] = {

@@ -100,6 +100,7 @@ def summary_to_html(summary: xr.Dataset) -> str:
     for j in range(index.shape[1]):
         cell = "".join(f"<td>{_number(coords[k][index[k, j]])}</td>" for k in range(len(dims)))
         body.append("<tr>" + cell + "".join(f"<td>{_number(col[j])}</td>" for col in values) + "</tr>")
+
     def meaning(v: str) -> str:
         units = summary[v].attrs.get("units")
         return html.escape(str(summary[v].attrs.get("long_name", ""))) + (f" [{html.escape(str(units))}]"
@@ -115,7 +116,7 @@ def _provenance(attrs: Mapping) -> str:
     for k, v in attrs.items():
         if isinstance(v, (dict, list, tuple)):
             blocks.append(f"<h3>{html.escape(k)}</h3><pre>{html.escape(json.dumps(v, indent=1, default=str))}</pre>")
-        elif isinstance(v, str) and v[:1] in "{[":
+        elif isinstance(v, str) and v.startswith(("{", "[")):   # JSON text (the job)
             try:
                 v = json.dumps(json.loads(v), indent=1)
                 blocks.append(f"<h3>{html.escape(k)}</h3><pre>{html.escape(v)}</pre>")
